@@ -64,6 +64,17 @@ impl PublicKey {
         &self.0
     }
 
+    /// Whether the u-coordinate is encoded canonically: below 2^255 - 19,
+    /// with the unused top bit clear.
+    pub fn is_canonical(&self) -> bool {
+        let b = &self.0;
+        if b[31] & 0x80 != 0 {
+            return false;
+        }
+        let at_least_p = b[31] == 0x7f && b[1..31].iter().all(|&x| x == 0xff) && b[0] >= 0xed;
+        !at_least_p
+    }
+
     /// Verifies an XEdDSA signature over the concatenation of `message` parts.
     pub fn verify(&self, message: &[&[u8]], signature: &[u8]) -> bool {
         let Ok(signature) = <&[u8; SIGNATURE_LENGTH]>::try_from(signature) else {

@@ -32,6 +32,9 @@ pub enum Error {
     /// A peer's public key is of low order: agreement with it would be all zeros.
     #[error("public key is of low order")]
     LowOrderKey,
+    /// A peer's public key is not canonically encoded.
+    #[error("public key is not canonically encoded")]
+    NonCanonicalKey,
     /// A KEM ciphertext had the wrong length or type.
     #[error("bad KEM ciphertext")]
     BadKemCiphertext,

@@ -6,14 +6,39 @@
 //! storage traits in [`store`].
 
 pub mod address;
+pub mod attachment;
+mod crypto;
 pub mod curve;
 pub mod error;
+pub mod fingerprint;
 pub mod identity;
 pub mod kem;
+pub mod limits;
+pub mod message;
+mod pq_ratchet;
+mod pqxdh;
+pub mod prekeys;
 mod proto;
+mod ratchet;
+pub mod session;
+pub mod store;
 
 pub use address::{DeviceId, ProtocolAddress};
 pub use curve::{KeyPair, PrivateKey, PublicKey};
 pub use error::{Error, Result};
+pub use fingerprint::{DisplayableFingerprint, Fingerprint, ScannableFingerprint};
 pub use identity::{IdentityKey, IdentityKeyPair};
 pub use kem::{KemKeyPair, KemPublicKey, KemSecretKey};
+pub use message::{CiphertextMessage, MessageType, PreKeySignalMessage, SignalMessage};
+pub use prekeys::{
+    KyberPreKeyId, KyberPreKeyRecord, PreKeyBundle, PreKeyId, PreKeyRecord, SignedPreKeyId,
+    SignedPreKeyRecord,
+};
+pub use session::{
+    SessionRecord, message_decrypt, message_decrypt_prekey, message_decrypt_signal,
+    message_encrypt, process_prekey_bundle,
+};
+pub use store::{
+    Direction, IdentityChange, IdentityKeyStore, InMemoryStore, KyberPreKeyStore, PreKeyStore,
+    ProtocolStore, SessionStore, SignedPreKeyStore,
+};
