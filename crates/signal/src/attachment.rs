@@ -878,7 +878,7 @@ impl Decryptor {
     }
 
     /// How many plaintext bytes have been appended to output so far.
-    pub fn plaintext_len(&self) -> u64 {
+    pub fn plaintext_emitted(&self) -> u64 {
         self.emitted
     }
 

@@ -7,6 +7,13 @@ use crate::curve::{KeyPair, PrivateKey, PublicKey};
 use crate::error::{Error, Result};
 use crate::proto;
 
+/// A fresh registration id: libsignal's 14-bit range, 1 to 16380. A device
+/// picks one when it registers; a peer seeing a new one knows the device was
+/// reinstalled.
+pub fn generate_registration_id<R: RngCore + CryptoRng>(rng: &mut R) -> u32 {
+    1 + rng.next_u32() % 16380
+}
+
 /// The public identity key of a device, serialized like any Curve25519 key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdentityKey(PublicKey);

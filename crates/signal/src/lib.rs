@@ -20,6 +20,7 @@ mod pqxdh;
 pub mod prekeys;
 mod proto;
 mod ratchet;
+pub mod sender_keys;
 pub mod session;
 pub mod store;
 
@@ -27,12 +28,17 @@ pub use address::{DeviceId, ProtocolAddress};
 pub use curve::{KeyPair, PrivateKey, PublicKey};
 pub use error::{Error, Result};
 pub use fingerprint::{DisplayableFingerprint, Fingerprint, ScannableFingerprint};
-pub use identity::{IdentityKey, IdentityKeyPair};
+pub use identity::{IdentityKey, IdentityKeyPair, generate_registration_id};
 pub use kem::{KemKeyPair, KemPublicKey, KemSecretKey};
 pub use message::{CiphertextMessage, MessageType, PreKeySignalMessage, SignalMessage};
 pub use prekeys::{
     KyberPreKeyId, KyberPreKeyRecord, PreKeyBundle, PreKeyId, PreKeyRecord, SignedPreKeyId,
     SignedPreKeyRecord,
+};
+pub use sender_keys::{
+    InMemSenderKeyStore, SenderKeyDistributionMessage, SenderKeyMessage, SenderKeyRecord,
+    SenderKeyStore, create_sender_key_distribution_message, group_decrypt, group_encrypt,
+    process_sender_key_distribution_message,
 };
 pub use session::{
     SessionRecord, message_decrypt, message_decrypt_prekey, message_decrypt_signal,

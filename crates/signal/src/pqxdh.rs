@@ -14,14 +14,15 @@
 //! sending on the chain key with its signed prekey as ratchet key.
 
 use rand_core::{CryptoRng, RngCore};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
+use crate::crypto::hkdf;
 use crate::curve::{KeyPair, PublicKey};
 use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::kem::{KemPublicKey, KemSecretKey};
 use crate::message::CURRENT_VERSION;
-use crate::ratchet::{ChainKey, RootKey, hkdf};
+use crate::ratchet::{ChainKey, RootKey};
 use crate::session::state::{SenderChain, SessionState};
 
 const INFO: &[u8] = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024";
@@ -55,14 +56,13 @@ struct Derived {
 }
 
 fn derive(secret: &[u8]) -> Derived {
-    let mut okm: [u8; 96] = hkdf(None, secret, INFO);
+    let okm = hkdf::<96>(None, secret, INFO);
     let mut root = [0u8; 32];
     let mut chain = [0u8; 32];
     let mut pq_auth = Zeroizing::new([0u8; 32]);
     root.copy_from_slice(&okm[..32]);
     chain.copy_from_slice(&okm[32..64]);
     pq_auth.copy_from_slice(&okm[64..]);
-    okm.zeroize();
     Derived {
         root: RootKey(root),
         chain: ChainKey::new(chain, 0),

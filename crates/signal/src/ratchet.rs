@@ -9,30 +9,11 @@
 //!                           info = "WhisperMessageKeys") -> cipher(32) || mac(32) || iv(16)
 //! ```
 
-use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::crypto::{hkdf, hmac_sha256};
 use crate::curve::{PrivateKey, PublicKey};
 use crate::error::{Error, Result};
-
-/// HMAC-SHA256 with a 32-byte key.
-pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-/// HKDF-SHA256 expanding into `N` bytes.
-pub(crate) fn hkdf<const N: usize>(salt: Option<&[u8]>, ikm: &[u8], info: &[u8]) -> [u8; N] {
-    let mut out = [0u8; N];
-    Hkdf::<Sha256>::new(salt, ikm)
-        .expand(info, &mut out)
-        .unwrap_or_else(|_| unreachable!("HKDF output is far under its limit"));
-    out
-}
 
 /// The root key: mixed with each new Diffie-Hellman ratchet step.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -46,12 +27,11 @@ impl RootKey {
         our_ratchet: &PrivateKey,
     ) -> Result<(RootKey, ChainKey)> {
         let shared = our_ratchet.agree(their_ratchet)?;
-        let mut okm: [u8; 64] = hkdf(Some(&self.0), shared.as_ref(), b"WhisperRatchet");
+        let okm = hkdf::<64>(Some(&self.0), shared.as_ref(), b"WhisperRatchet");
         let mut root = [0u8; 32];
         let mut chain = [0u8; 32];
         root.copy_from_slice(&okm[..32]);
         chain.copy_from_slice(&okm[32..]);
-        okm.zeroize();
         Ok((RootKey(root), ChainKey::new(chain, 0)))
     }
 }
@@ -71,13 +51,13 @@ impl ChainKey {
     /// The next key of the chain.
     pub(crate) fn next(&self) -> Result<Self> {
         let index = self.index.checked_add(1).ok_or(Error::CounterExhausted)?;
-        Ok(Self::new(hmac_sha256(&self.key, &[0x02]), index))
+        Ok(Self::new(*hmac_sha256(&self.key, &[0x02]), index))
     }
 
     /// The seed of this index's message keys.
     pub(crate) fn message_seed(&self) -> MessageSeed {
         MessageSeed {
-            seed: hmac_sha256(&self.key, &[0x01]),
+            seed: *hmac_sha256(&self.key, &[0x01]),
             index: self.index,
         }
     }
@@ -95,7 +75,7 @@ impl MessageSeed {
     /// The message keys, with the post-quantum ratchet's key as salt when it
     /// gave one.
     pub(crate) fn keys(&self, pq_key: Option<&[u8]>) -> MessageKeys {
-        let okm: [u8; 80] = hkdf(pq_key, &self.seed, b"WhisperMessageKeys");
+        let okm = hkdf::<80>(pq_key, &self.seed, b"WhisperMessageKeys");
         let mut keys = MessageKeys {
             cipher_key: [0; 32],
             mac_key: [0; 32],
@@ -104,8 +84,6 @@ impl MessageSeed {
         keys.cipher_key.copy_from_slice(&okm[..32]);
         keys.mac_key.copy_from_slice(&okm[32..64]);
         keys.iv.copy_from_slice(&okm[64..]);
-        let mut okm = okm;
-        okm.zeroize();
         keys
     }
 }

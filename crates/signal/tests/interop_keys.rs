@@ -31,7 +31,10 @@ fn signatures_verify_across_implementations() {
             .call(json!({"op": "sign", "name": "signer", "message": b64(&message)}))
             .unwrap();
         let signature = unb64(&signed["signature"]);
-        assert!(node_identity.public_key().verify(&[&message], &signature), "round {round}");
+        assert!(
+            node_identity.public_key().verify(&[&message], &signature),
+            "round {round}"
+        );
         let mut bad = signature.clone();
         bad[round % 64] ^= 0x10;
         assert!(!node_identity.public_key().verify(&[&message], &bad));
@@ -40,15 +43,19 @@ fn signatures_verify_across_implementations() {
         let ours = IdentityKeyPair::generate(&mut rng);
         let signature = ours.sign(&mut rng, &[&message]);
         let verdict = h
-            .call(json!({"op": "verify", "publicKey": b64(ours.identity_key().serialize()),
-                         "message": b64(&message), "signature": b64(signature)}))
+            .call(
+                json!({"op": "verify", "publicKey": b64(ours.identity_key().serialize()),
+                         "message": b64(&message), "signature": b64(signature)}),
+            )
             .unwrap();
         assert_eq!(verdict["valid"], true, "round {round}");
         let mut bad = signature;
         bad[(round * 7) % 64] ^= 0x01;
         let verdict = h
-            .call(json!({"op": "verify", "publicKey": b64(ours.identity_key().serialize()),
-                         "message": b64(&message), "signature": b64(bad)}))
+            .call(
+                json!({"op": "verify", "publicKey": b64(ours.identity_key().serialize()),
+                         "message": b64(&message), "signature": b64(bad)}),
+            )
             .unwrap();
         assert_eq!(verdict["valid"], false, "round {round}");
     }

@@ -174,6 +174,9 @@ fn libsignal_initiates_without_one_time_prekey() {
     both_ways(&mut h, alice, Party::rust("bob", 4), false);
 }
 
+/// Messages in flight in one direction: (type, body, plaintext).
+type InFlight = VecDeque<(u8, Vec<u8>, Vec<u8>)>;
+
 /// A long conversation with random turn-taking, out-of-order delivery and
 /// dropped messages.
 fn conversation(h: &mut Harness, mut alice: Party, mut bob: Party, seed: u64, total: usize) {
@@ -181,13 +184,13 @@ fn conversation(h: &mut Harness, mut alice: Party, mut bob: Party, seed: u64, to
     connect(h, &mut alice, &mut bob, true);
     let mut parties = [alice, bob];
     // In flight, per direction (0: alice to bob, 1: bob to alice).
-    let mut queues: [VecDeque<(u8, Vec<u8>, Vec<u8>)>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut queues: [InFlight; 2] = [VecDeque::new(), VecDeque::new()];
     let mut can_send = [true, false];
     let (mut sent, mut delivered, mut dropped) = (0usize, 0usize, 0usize);
 
     let deliver = |h: &mut Harness,
                    parties: &mut [Party; 2],
-                   queues: &mut [VecDeque<(u8, Vec<u8>, Vec<u8>)>; 2],
+                   queues: &mut [InFlight; 2],
                    can_send: &mut [bool; 2],
                    direction: usize,
                    index: usize| {

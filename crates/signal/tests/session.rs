@@ -124,7 +124,10 @@ fn first_messages_are_prekey_messages_until_answered() {
     let reply = bob.encrypt(&alice, b"three");
     assert!(matches!(reply, CiphertextMessage::Signal(_)));
     assert_eq!(alice.decrypt(&bob, &reply).unwrap(), b"three");
-    assert!(matches!(alice.encrypt(&bob, b"four"), CiphertextMessage::Signal(_)));
+    assert!(matches!(
+        alice.encrypt(&bob, b"four"),
+        CiphertextMessage::Signal(_)
+    ));
 }
 
 #[test]
@@ -145,7 +148,10 @@ fn versions_are_checked_first() {
     let m = alice.encrypt(&bob, b"x");
     let mut bytes = m.serialized().to_vec();
     bytes[0] = 0x33;
-    assert_eq!(bob.decrypt_bytes(&alice, 2, &bytes), Err(Error::LegacyVersion(3)));
+    assert_eq!(
+        bob.decrypt_bytes(&alice, 2, &bytes),
+        Err(Error::LegacyVersion(3))
+    );
     bytes[0] = 0x54;
     assert_eq!(
         bob.decrypt_bytes(&alice, 2, &bytes),
@@ -192,7 +198,10 @@ fn skipped_messages_decrypt_later_and_only_once() {
         .map(|i| alice.encrypt(&bob, format!("m{i}").as_bytes()))
         .collect();
     for i in (0..50).rev() {
-        assert_eq!(bob.decrypt(&alice, &messages[i]).unwrap(), format!("m{i}").as_bytes());
+        assert_eq!(
+            bob.decrypt(&alice, &messages[i]).unwrap(),
+            format!("m{i}").as_bytes()
+        );
     }
     assert!(bob.decrypt(&alice, &messages[10]).is_err());
 }
@@ -237,7 +246,10 @@ fn missing_prekeys_are_named() {
     carol.connect(&mut dave);
     let m = carol.encrypt(&dave, b"x");
     let mut fresh = Device::new("dave", 4);
-    assert_eq!(fresh.decrypt(&carol, &m), Err(Error::UnknownSignedPreKey(1)));
+    assert_eq!(
+        fresh.decrypt(&carol, &m),
+        Err(Error::UnknownSignedPreKey(1))
+    );
 }
 
 #[test]
@@ -289,8 +301,14 @@ fn simultaneous_initiation_converges() {
     alice.connect(&mut bob);
     let from_alice = alice.encrypt(&bob, b"a1");
     let b_bundle = alice.bundle(7, true);
-    process_prekey_bundle(&alice.address, &mut bob.store, &b_bundle, SystemTime::now(), &mut bob.rng)
-        .unwrap();
+    process_prekey_bundle(
+        &alice.address,
+        &mut bob.store,
+        &b_bundle,
+        SystemTime::now(),
+        &mut bob.rng,
+    )
+    .unwrap();
     let from_bob = bob.encrypt(&alice, b"b1");
     // Each receives the other's PreKey message: each record now has two
     // sessions, and messages on either still decrypt.
@@ -343,7 +361,10 @@ impl IdentityKeyStore for Distrusting {
     ) -> passerelle_signal::Result<bool> {
         Ok(*identity != self.distrusted)
     }
-    fn identity(&self, address: &ProtocolAddress) -> passerelle_signal::Result<Option<IdentityKey>> {
+    fn identity(
+        &self,
+        address: &ProtocolAddress,
+    ) -> passerelle_signal::Result<Option<IdentityKey>> {
         self.inner.identity(address)
     }
 }
@@ -373,7 +394,13 @@ fn untrusted_identities_are_refused() {
         distrusted: bundle.identity_key,
         inner: InMemoryStore::new(alice.store.identity_key_pair().unwrap(), 1),
     };
-    let err = process_prekey_bundle(&bob.address, &mut store, &bundle, SystemTime::now(), &mut alice.rng);
+    let err = process_prekey_bundle(
+        &bob.address,
+        &mut store,
+        &bundle,
+        SystemTime::now(),
+        &mut alice.rng,
+    );
     assert_eq!(err, Err(Error::UntrustedIdentity(bob.address.clone())));
 }
 
