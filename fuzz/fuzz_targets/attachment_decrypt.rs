@@ -64,13 +64,25 @@ fuzz_target!(|input: &[u8]| {
     let len = data.len() as u64;
 
     let mut out = Vec::new();
-    let result = decrypt_stream(Cursor::new(&ciphertext), &mut out, &key, &summary.digest, len);
+    let result = decrypt_stream(
+        Cursor::new(&ciphertext),
+        &mut out,
+        &key,
+        &summary.digest,
+        len,
+    );
     assert_eq!(result.ok(), Some(len));
     assert_eq!(out, data);
 
     // Any announced size: Ok with a prefix if it fits, else SizeMismatch.
     let mut out = Vec::new();
-    match decrypt_stream(Cursor::new(&ciphertext), &mut out, &key, &summary.digest, announced) {
+    match decrypt_stream(
+        Cursor::new(&ciphertext),
+        &mut out,
+        &key,
+        &summary.digest,
+        announced,
+    ) {
         Ok(n) => {
             assert!(n == announced && n <= summary.padded_len);
             let common = data.len().min(out.len());

@@ -67,6 +67,39 @@
 //! (as matrix-sdk's attachment decryptor does, checking a hash at the end)
 //! is the failure mode described above. Two passes cost reading the input
 //! twice, which for a downloaded file on local storage is cheap.
+//!
+//! # Example
+//!
+//! ```
+//! use passerelle_signal::attachment::*;
+//!
+//! let mut rng = rand::rngs::OsRng;
+//! let key = AttachmentKey::generate(&mut rng);
+//! let voice_note = b"a voice note".to_vec();
+//!
+//! // Sender: encrypt, with bucket padding, into the upload.
+//! let mut upload = Vec::new();
+//! let iv = generate_iv(&mut rng);
+//! let sent = encrypt_stream(&voice_note[..], &mut upload, &key, iv, voice_note.len() as u64)?;
+//! // ...key, sent.digest and sent.plaintext_len go into the attachment pointer.
+//!
+//! // Receiver, first pass: verify, releasing nothing.
+//! let mut verifier = Verifier::new(&key);
+//! for chunk in upload.chunks(100) {
+//!     verifier.update(chunk);
+//! }
+//! let verified = verifier.finish(&sent.digest)?;
+//!
+//! // Second pass: decrypt the same bytes.
+//! let mut decryptor = verified.decryptor(sent.plaintext_len)?;
+//! let mut plaintext = Vec::new();
+//! for chunk in upload.chunks(100) {
+//!     decryptor.update(chunk, &mut plaintext);
+//! }
+//! decryptor.finish()?; // discard `plaintext` if this fails
+//! assert_eq!(plaintext, voice_note);
+//! # Ok::<(), AttachmentError>(())
+//! ```
 
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -148,8 +181,10 @@ pub enum AttachmentError {
     SizeMismatch {
         /// The size announced by the caller.
         expected: u64,
-        /// The size found. When a reader yielded too much, this counts only
-        /// up to the first extra byte.
+        /// The size found: on decryption, the unpadded plaintext size (or,
+        /// when refused before decrypting, the most the ciphertext can hold);
+        /// when a reader yielded too much, the count up to the first extra
+        /// byte.
         actual: u64,
     },
     /// The ciphertext given to a [`Decryptor`] was not the one its
