@@ -11,6 +11,10 @@ use uuid::Uuid;
 
 use crate::envelope::Envelope;
 
+/// The path of the delivery WebSocket (`GET`, authenticated like every
+/// `AUTHENTICATED` endpoint).
+pub const PATH: &str = "/v1/websocket";
+
 /// From the hub to the device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

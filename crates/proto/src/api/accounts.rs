@@ -51,6 +51,10 @@ pub struct VerificationSession {
     pub session_id: Uuid,
     /// When the code expires, in milliseconds since the Unix epoch.
     pub expires_at: u64,
+    /// The code itself, only from a hub in development mode (which sends no
+    /// real messages), so that tools and demos can register unattended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_code: Option<String>,
 }
 
 endpoint! {

@@ -1,0 +1,38 @@
+//! `passerelle`: the hub (`serve`), a command-line client for every app on
+//! it (`chat`), and a first look (`demo`).
+
+mod chat;
+mod demo;
+mod profile;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Passerelle: an open, end-to-end encrypted messaging hub.
+#[derive(Parser)]
+#[command(name = "passerelle", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(serve::ServeArgs),
+    /// Chat as one or more accounts, on any app of a hub.
+    Chat(chat::ChatArgs),
+    /// Register users on the demo apps of a running hub and show a short
+    /// encrypted conversation among them.
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Chat(args) => chat::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}

@@ -1,0 +1,169 @@
+//! Sending: one request carries one ciphertext per device of the
+//! recipient account; the hub checks the device list, queues one envelope
+//! per device durably, answers, then wakes the devices.
+//!
+//! Checks, in order: the recipient exists (`404`); the recipient's app
+//! allows the contact (`403 not-allowed`); the message names exactly the
+//! recipient's devices (`409 mismatched-devices`, with the missing and extra
+//! ones) — for the sender's own account, every device but the sending one
+//! (sync copies); each registration id is current (`410 stale-devices`).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use axum::extract::State;
+use passerelle_proto::api::messages::{MismatchedDevices, SendMessages, Sent, StaleDevices};
+use passerelle_proto::{AccountId, DeviceId, Envelope, EnvelopeKind, ProblemType, Source};
+use passerelle_store::QueuedEnvelope;
+use uuid::Uuid;
+
+use crate::accounts::check_contact;
+use crate::auth::Authenticated;
+use crate::clock::millis;
+use crate::config::DEFAULT_RETENTION;
+use crate::extract::{Json, Path};
+use crate::metrics;
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Sends one message to every device of `recipient`.
+pub async fn send(
+    state: &AppState,
+    sender: &Authenticated,
+    recipient: AccountId,
+    request: SendMessages,
+) -> ApiResult<Sent> {
+    let max = state.config().limits.max_messages_per_send;
+    if request.messages.len() > max {
+        return Err(ApiError::invalid(format!(
+            "at most {max} messages per send"
+        )));
+    }
+    let mut named = BTreeSet::new();
+    for m in &request.messages {
+        if m.kind == EnvelopeKind::ServerNotice {
+            return Err(ApiError::invalid("only the hub sends server notices"));
+        }
+        if !named.insert(m.device_id) {
+            return Err(ApiError::invalid(format!(
+                "device {} is named twice",
+                m.device_id
+            )));
+        }
+    }
+
+    let store = state.store();
+    let account = store
+        .account(recipient)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    check_contact(state, &sender.account, &account)?;
+
+    let own = recipient == sender.account_id();
+    let devices: Vec<_> = store
+        .devices(recipient)
+        .await?
+        .into_iter()
+        .filter(|d| !own || d.id != sender.device_id())
+        .collect();
+    let expected: BTreeSet<DeviceId> = devices.iter().map(|d| d.id).collect();
+    if expected != named {
+        let mismatch = MismatchedDevices {
+            missing_devices: expected.difference(&named).copied().collect(),
+            extra_devices: named.difference(&expected).copied().collect(),
+        };
+        return Err(ApiError::new(
+            ProblemType::MismatchedDevices,
+            "the message does not name exactly the recipient's devices",
+        )
+        .with(&mismatch));
+    }
+    let stale: Vec<DeviceId> = request
+        .messages
+        .iter()
+        .filter(|m| {
+            devices
+                .iter()
+                .any(|d| d.id == m.device_id && d.registration_id != m.registration_id)
+        })
+        .map(|m| m.device_id)
+        .collect();
+    if !stale.is_empty() {
+        return Err(ApiError::new(
+            ProblemType::StaleDevices,
+            "some devices registered again: start new sessions with them",
+        )
+        .with(&StaleDevices {
+            stale_devices: stale,
+        }));
+    }
+
+    let now = state.now();
+    let source = Source {
+        address: sender.account.address.clone(),
+        account_id: sender.account_id(),
+        device_id: sender.device_id(),
+    };
+    let envelopes = request.messages.into_iter().map(|m| Envelope {
+        id: Uuid::new_v4(),
+        kind: m.kind,
+        source: Some(source.clone()),
+        destination_device: m.device_id,
+        client_timestamp: request.timestamp,
+        server_timestamp: now,
+        content: Some(m.content),
+        notice: None,
+    });
+
+    if request.online_only {
+        let mut pushed = 0;
+        for envelope in envelopes {
+            let device = envelope.destination_device;
+            if state.delivery().push_ephemeral(recipient, device, envelope) {
+                pushed += 1;
+            }
+        }
+        metrics::ephemeral(pushed);
+        return Ok(Sent {
+            server_timestamp: now,
+        });
+    }
+
+    let retention = state
+        .config()
+        .app(&account.address.app)
+        .map_or(DEFAULT_RETENTION, |a| a.retention);
+    let expires_at = now.saturating_add(millis(retention));
+    let queued: Vec<QueuedEnvelope> = envelopes
+        .map(|envelope| QueuedEnvelope {
+            account_id: recipient,
+            envelope,
+            expires_at,
+        })
+        .collect();
+    let count = queued.len();
+    let start = Instant::now();
+    store.enqueue(queued).await?;
+    metrics::enqueued(count, start.elapsed());
+    tracing::debug!(
+        sender = %sender.account_id(),
+        recipient = %recipient,
+        envelopes = count,
+        "envelopes queued"
+    );
+    for device in expected {
+        state.delivery().wake(recipient, device);
+    }
+    Ok(Sent {
+        server_timestamp: now,
+    })
+}
+
+pub(crate) async fn send_handler(
+    State(state): State<AppState>,
+    sender: Authenticated,
+    Path(recipient): Path<AccountId>,
+    Json(body): Json<SendMessages>,
+) -> ApiResult<Json<Sent>> {
+    send(&state, &sender, recipient, body).await.map(Json)
+}

@@ -1,0 +1,181 @@
+//! The hub's one error type, [`ApiError`], and how it becomes an RFC 9457
+//! `application/problem+json` answer.
+//!
+//! Client errors carry a [`ProblemType`], a detail for a human and, for
+//! some, extension members. Internal errors carry a message for the
+//! operator's log only: the client sees `500 internal` and nothing more.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use passerelle_proto::problem::CONTENT_TYPE;
+use passerelle_proto::{Problem, ProblemType};
+use passerelle_store::StoreError;
+use serde::Serialize;
+
+/// An error answered to a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Something the client can act on.
+    #[error("{0}")]
+    Problem(Box<Problem>),
+    /// Something failed inside the hub; the text goes to the log, never to
+    /// the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The result type of the hub's services.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// A problem of a kind, with a detail for a human.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Self::Problem(Box::new(Problem::new(kind, detail)))
+    }
+
+    /// An internal error: `context` is logged, never disclosed.
+    pub fn internal(context: impl std::fmt::Display) -> Self {
+        Self::Internal(context.to_string())
+    }
+
+    /// Adds extension members (a struct serializing to an object).
+    pub fn with<T: Serialize>(self, extension: &T) -> Self {
+        match self {
+            Self::Problem(p) => Self::Problem(Box::new(p.with(extension))),
+            internal => internal,
+        }
+    }
+
+    /// `400 invalid-request`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::InvalidRequest, detail)
+    }
+
+    /// `404 not-found`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::NotFound, detail)
+    }
+
+    /// `403 forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::Forbidden, detail)
+    }
+
+    /// `401 unauthorized`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::Unauthorized, detail)
+    }
+
+    /// The problem type, if this is a client error.
+    pub fn kind(&self) -> Option<ProblemType> {
+        match self {
+            Self::Problem(p) => p.kind(),
+            Self::Internal(_) => None,
+        }
+    }
+
+    /// The document the client receives. Internal errors are logged here.
+    pub fn into_problem(self) -> Problem {
+        match self {
+            Self::Problem(p) => *p,
+            Self::Internal(message) => {
+                tracing::error!(error = %message, "request failed inside the hub");
+                Problem::new(
+                    ProblemType::Internal,
+                    "something failed inside the hub; the operator's log has the details",
+                )
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AddressTaken(address) => {
+                Self::new(ProblemType::HandleTaken, format!("{address} is taken"))
+            }
+            StoreError::TooManyDevices(n) => Self::new(
+                ProblemType::TooManyDevices,
+                format!("the account has {n} devices, the most its app allows"),
+            ),
+            StoreError::NoSuchAccount => Self::not_found("no such account"),
+            StoreError::NoSuchDevice => Self::not_found("no such device"),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        problem_response(self.into_problem())
+    }
+}
+
+/// A problem document as an HTTP answer.
+pub fn problem_response(problem: Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"passerelle\", charset=\"UTF-8\""),
+        );
+    }
+    response
+}
+
+/// The fallback for unknown routes: `404 no-such-route`.
+pub(crate) async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    // The path is echoed to the caller who sent it; it is not logged.
+    ApiError::new(
+        ProblemType::NoSuchRoute,
+        format!("there is no route {}", uri.path()),
+    )
+}
+
+/// The fallback for known routes called with another method: `405`.
+pub(crate) async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        ProblemType::MethodNotAllowed,
+        format!("this route does not take {method}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_disclose_nothing() {
+        let response =
+            ApiError::internal("database /secret/path is locked by pid 4242").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem.kind(), Some(ProblemType::Internal));
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("secret") && !text.contains("4242"), "{text}");
+    }
+
+    #[test]
+    fn store_errors_map_to_problems() {
+        let taken = StoreError::AddressTaken("alice@parley".parse().unwrap());
+        assert_eq!(ApiError::from(taken).kind(), Some(ProblemType::HandleTaken));
+        assert_eq!(
+            ApiError::from(StoreError::TooManyDevices(5)).kind(),
+            Some(ProblemType::TooManyDevices)
+        );
+        assert!(matches!(
+            ApiError::from(StoreError::Backend("disk full".into())),
+            ApiError::Internal(_)
+        ));
+    }
+}

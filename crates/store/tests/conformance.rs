@@ -1,0 +1,19 @@
+//! The conformance suite, against every backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod memory {
+    use passerelle_store::memory::MemoryStore;
+
+    passerelle_store::store_conformance_tests!(async { (MemoryStore::new(), ()) });
+}
+
+mod sqlite {
+    use passerelle_store::sqlite::SqliteStore;
+
+    passerelle_store::store_conformance_tests!(async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        (store, dir)
+    });
+}
