@@ -126,7 +126,21 @@ async fn notify_senders(
         .iter()
         .map(|n| (n.account_id, n.envelope.destination_device))
         .collect();
-    store.enqueue(notices).await?;
+    match store.enqueue(notices.clone()).await {
+        Ok(()) => {}
+        // A sender removed a device since its devices were read: the batch
+        // is refused whole, so queue the notices one by one, skipping the
+        // device that is gone, rather than lose them all.
+        Err(StoreError::NoSuchDevice) => {
+            for notice in notices {
+                match store.enqueue(vec![notice]).await {
+                    Ok(()) | Err(StoreError::NoSuchDevice) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    }
     for (account, device) in woken {
         state.delivery().wake(account, device);
     }
