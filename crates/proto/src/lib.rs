@@ -21,3 +21,27 @@ pub use bytes::Base64Bytes;
 pub use endpoint::{Endpoint, Method};
 pub use envelope::{Envelope, EnvelopeKind, ServerNotice, Source};
 pub use problem::{Problem, ProblemType};
+
+#[cfg(test)]
+mod tests {
+    use crate::api::accounts::{RegisterAccount, Verification};
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let json = serde_json::json!({
+            "app": "parley", "handle": "ada", "password": "correct-horse-battery-staple",
+            "verification": {"session_id": "00000000-0000-0000-0000-000000000000", "code": "424242"},
+            "registration_id": 7, "device_name": "laptop", "identity_key": "BQ==",
+            "keys": {
+                "signed_pre_key": {"key_id": 1, "public_key": "BQ==", "signature": "AA=="},
+                "last_resort_kyber_pre_key": {"key_id": 1, "public_key": "CA==", "signature": "AA=="}
+            }
+        });
+        let request: RegisterAccount =
+            serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("correct-horse"), "{shown}");
+        assert!(!shown.contains("424242"), "{shown}");
+        let _: Option<Verification> = request.verification;
+    }
+}

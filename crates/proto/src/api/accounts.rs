@@ -45,7 +45,7 @@ pub struct VerificationRequest {
 }
 
 /// A verification in progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerificationSession {
     /// Names the verification in [`Verification`].
     pub session_id: Uuid,
@@ -65,7 +65,7 @@ endpoint! {
 }
 
 /// Proof that the registrant controls the phone number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verification {
     /// The verification session.
     pub session_id: Uuid,
@@ -90,7 +90,7 @@ pub struct DeviceKeys {
 }
 
 /// Registers a new account and its first device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisterAccount {
     /// The app to register with.
     pub app: AppId,
@@ -158,4 +158,40 @@ pub struct DirectoryEntry {
 endpoint! {
     /// `GET /v1/directory/{address}`: the account with this address.
     Lookup: Get "/v1/directory/{address}", auth = true, Empty => DirectoryEntry
+}
+
+// Hand-written: codes and passwords never reach logs through `Debug`.
+
+impl std::fmt::Debug for VerificationSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationSession")
+            .field("session_id", &self.session_id)
+            .field("expires_at", &self.expires_at)
+            .field("dev_code", &self.dev_code.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verification")
+            .field("session_id", &self.session_id)
+            .field("code", &"..")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RegisterAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterAccount")
+            .field("app", &self.app)
+            .field("handle", &self.handle)
+            .field("verification", &self.verification)
+            .field("password", &"..")
+            .field("registration_id", &self.registration_id)
+            .field("device_name", &self.device_name)
+            .field("identity_key", &self.identity_key)
+            .field("keys", &self.keys)
+            .finish()
+    }
 }

@@ -53,7 +53,7 @@ endpoint! {
 }
 
 /// A one-time token that lets a new device join the caller's account.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkToken {
     /// The token.
     pub token: String,
@@ -67,7 +67,7 @@ endpoint! {
 }
 
 /// A new device joining an account.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkDevice {
     /// The one-time link token.
     pub token: String,
@@ -128,4 +128,27 @@ endpoint! {
     /// `GET /v1/provisioning/{id}`: the new device fetches the message (404
     /// until it is there; the mailbox is deleted once fetched).
     FetchProvisioning: Get "/v1/provisioning/{id}", auth = false, Empty => ProvisioningMessage
+}
+
+// Hand-written: tokens and passwords never reach logs through `Debug`.
+
+impl std::fmt::Debug for LinkToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkToken")
+            .field("token", &"..")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LinkDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkDevice")
+            .field("token", &"..")
+            .field("password", &"..")
+            .field("registration_id", &self.registration_id)
+            .field("device_name", &self.device_name)
+            .field("keys", &self.keys)
+            .finish()
+    }
 }
