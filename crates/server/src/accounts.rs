@@ -4,19 +4,20 @@
 use axum::extract::State;
 use passerelle_proto::address::{RANDOM_ID_ALPHABET, RANDOM_ID_LENGTH};
 use passerelle_proto::api::accounts::{
-    AccountInfo, AppInfo, AppList, DirectoryEntry, RegisterAccount, Registered, Verification,
-    VerificationRequest, VerificationSession,
+    AccountInfo, AppInfo, AppList, DeviceKeys, DirectoryEntry, RegisterAccount, Registered,
+    Verification, VerificationRequest, VerificationSession,
 };
 use passerelle_proto::{
     AccountId, Address, AppId, DeviceId, Handle, IdentifierScheme, ProblemType,
 };
-use passerelle_store::{Account, NewAccount, NewDevice, StoreError, VerificationRecord};
+use passerelle_signal::IdentityKey;
+use passerelle_store::{
+    Account, NewAccount, NewDevice, StoreError, VerificationOutcome, VerificationRecord,
+};
 use rand::Rng as _;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
-use crate::auth::{Authenticated, check_new_password, hash_password};
+use crate::auth::{Authenticated, check_new_password, hash_password, tagged_sha256};
 use crate::clock::millis;
 use crate::config::AppConfig;
 use crate::extract::{Json, Path};
@@ -87,12 +88,35 @@ fn canonical(scheme: IdentifierScheme, input: &str) -> ApiResult<Handle> {
         .map_err(|e| ApiError::invalid(format!("handle: {e}")))
 }
 
+/// Checks a new device (password, registration id, name, and keys against
+/// the account's identity key) and makes it: registration and linking
+/// share this.
+pub fn new_device(
+    state: &AppState,
+    identity: &IdentityKey,
+    password: &str,
+    registration_id: u32,
+    name: String,
+    keys: &DeviceKeys,
+) -> ApiResult<NewDevice> {
+    check_new_password(password)?;
+    check_device_fields(registration_id, &name)?;
+    let keys = check_device_keys(identity, &state.config().limits, keys)?;
+    Ok(NewDevice {
+        name,
+        registration_id,
+        password_hash: hash_password(password),
+        keys,
+        now: state.now(),
+    })
+}
+
 fn code_hash(session: Uuid, code: &str) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(b"passerelle-verification-code");
-    h.update(session.as_bytes());
-    h.update(code.as_bytes());
-    h.finalize().to_vec()
+    tagged_sha256(
+        b"passerelle-verification-code",
+        &[session.as_bytes(), code.as_bytes()],
+    )
+    .to_vec()
 }
 
 fn verification_failed(detail: &str) -> ApiError {
@@ -163,52 +187,46 @@ pub async fn request_verification(
     })
 }
 
-/// Checks a verification for an address. A wrong code counts an attempt;
-/// past the last attempt, or once expired, the verification is gone.
+/// Checks a verification for an address. The store checks the code and
+/// counts a wrong one in one atomic step, so concurrent guesses get no more
+/// than [`MAX_VERIFICATION_ATTEMPTS`] tries; past the last attempt, or once
+/// expired, the verification is gone.
 async fn check_verification(
     state: &AppState,
     address: &Address,
     verification: &Verification,
 ) -> ApiResult<()> {
-    let store = state.store();
-    let Some(mut record) = store.verification(verification.session_id).await? else {
-        return Err(verification_failed(
-            "no such verification: request a new code",
-        ));
-    };
-    if &record.address != address {
-        return Err(verification_failed(
+    let id = verification.session_id;
+    let outcome = state
+        .store()
+        .attempt_verification(
+            id,
+            &code_hash(id, verification.code.trim()),
+            state.now(),
+            MAX_VERIFICATION_ATTEMPTS,
+        )
+        .await?;
+    match outcome {
+        VerificationOutcome::Verified { address: verified } if &verified == address => Ok(()),
+        VerificationOutcome::Verified { .. } => Err(verification_failed(
             "this verification is for another phone number",
-        ));
-    }
-    if state.now() >= record.expires_at {
-        store.delete_verification(record.id).await?;
-        return Err(verification_failed(
-            "the code has expired: request a new one",
-        ));
-    }
-    if record.attempts >= MAX_VERIFICATION_ATTEMPTS {
-        store.delete_verification(record.id).await?;
-        return Err(verification_failed(
-            "too many wrong codes: request a new one",
-        ));
-    }
-    let expected = code_hash(record.id, verification.code.trim());
-    if bool::from(expected.ct_eq(&record.code_hash)) {
-        return Ok(());
-    }
-    record.attempts += 1;
-    let left = MAX_VERIFICATION_ATTEMPTS.saturating_sub(record.attempts);
-    if left == 0 {
-        store.delete_verification(record.id).await?;
-        return Err(verification_failed(
+        )),
+        VerificationOutcome::Wrong { remaining: 0 } => Err(verification_failed(
             "wrong code, and no attempts left: request a new one",
-        ));
+        )),
+        VerificationOutcome::Wrong { remaining } => Err(verification_failed(&format!(
+            "wrong code; {remaining} attempts left"
+        ))),
+        VerificationOutcome::Exhausted => Err(verification_failed(
+            "too many wrong codes: request a new one",
+        )),
+        VerificationOutcome::Expired => Err(verification_failed(
+            "the code has expired: request a new one",
+        )),
+        VerificationOutcome::Unknown => Err(verification_failed(
+            "no such verification: request a new code",
+        )),
     }
-    store.save_verification(record).await?;
-    Err(verification_failed(&format!(
-        "wrong code; {left} attempts left"
-    )))
 }
 
 fn random_handle() -> ApiResult<Handle> {
@@ -223,17 +241,15 @@ fn random_handle() -> ApiResult<Handle> {
 pub async fn register(state: &AppState, request: RegisterAccount) -> ApiResult<Registered> {
     let app_id = request.app.clone();
     let app = app(state, &app_id)?;
-    check_new_password(&request.password)?;
-    check_device_fields(request.registration_id, &request.device_name)?;
     let identity = parse_identity_key(request.identity_key.as_slice())?;
-    let keys = check_device_keys(&identity, &state.config().limits, &request.keys)?;
-    let device = NewDevice {
-        name: request.device_name.clone(),
-        registration_id: request.registration_id,
-        password_hash: hash_password(&request.password),
-        keys,
-        now: state.now(),
-    };
+    let device = new_device(
+        state,
+        &identity,
+        &request.password,
+        request.registration_id,
+        request.device_name.clone(),
+        &request.keys,
+    )?;
     let new_account = |address: Address| NewAccount {
         id: AccountId::random(),
         address,

@@ -39,10 +39,20 @@ pub const MIN_PASSWORD_LEN: usize = 16;
 pub const MAX_PASSWORD_LEN: usize = 128;
 
 fn digest(salt: &[u8], password: &str) -> [u8; 32] {
+    tagged_sha256(DOMAIN, &[salt, password.as_bytes()])
+}
+
+/// SHA-256 of a domain tag followed by `parts`, concatenated: the one hash
+/// of secrets the hub stores (device passwords, link tokens, verification
+/// codes), each use with its own tag so that no hash is valid in another
+/// use. No tag is a prefix of another, and every part but the last has a
+/// fixed length, so the concatenation is unambiguous.
+pub fn tagged_sha256(tag: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(DOMAIN);
-    h.update(salt);
-    h.update(password.as_bytes());
+    h.update(tag);
+    for part in parts {
+        h.update(part);
+    }
     h.finalize().into()
 }
 

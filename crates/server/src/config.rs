@@ -47,7 +47,7 @@ pub struct Config {
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Development mode: verification codes are written to the log instead
-    /// of being sent.
+    /// of being sent. Only allowed when `listen` is a loopback address.
     #[serde(default)]
     pub dev_mode: bool,
     /// The apps this hub hosts, by id.
@@ -262,6 +262,15 @@ impl Config {
     /// Checks that the values make a working hub.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.dev_mode && !self.listen.ip().is_loopback() {
+            // Development mode hands out verification codes in answers:
+            // never to the network.
+            return invalid(format!(
+                "dev_mode = true would expose verification codes on {}: \
+                 listen on a loopback address (such as 127.0.0.1) or set dev_mode = false",
+                self.listen
+            ));
+        }
         if self.apps.is_empty() {
             return invalid("no apps: add at least one [apps.<id>] table".into());
         }
@@ -287,8 +296,11 @@ impl Config {
                 "limits.delivery_page_size and expiry.batch_size must be positive".into(),
             );
         }
-        if l.max_ws_message_bytes < 1024 || l.max_provisioning_bytes == 0 {
+        if l.max_ws_message_bytes < 1024 {
             return invalid("limits.max_ws_message_bytes must be at least 1024".into());
+        }
+        if l.max_provisioning_bytes == 0 {
+            return invalid("limits.max_provisioning_bytes must be positive".into());
         }
         if self.expiry.interval.is_zero()
             || l.request_timeout.is_zero()
@@ -303,6 +315,30 @@ impl Config {
     pub fn app(&self, id: &AppId) -> Option<&AppConfig> {
         self.apps.get(id)
     }
+
+    /// The policy for accounts of an app: its own, or the defaults for an
+    /// app this hub does not host.
+    pub fn policy(&self, id: &AppId) -> Policy {
+        self.app(id).map_or(
+            Policy {
+                retention: DEFAULT_RETENTION,
+                max_devices: DEFAULT_MAX_DEVICES,
+            },
+            |app| Policy {
+                retention: app.retention,
+                max_devices: app.max_devices,
+            },
+        )
+    }
+}
+
+/// What [`Config::policy`] says about an app's accounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How long envelopes for its accounts wait to be delivered.
+    pub retention: Duration,
+    /// The most devices an account may have.
+    pub max_devices: u8,
 }
 
 /// Durations as text: a number and a unit (`ms`, `s`, `m`, `h`, `d`), for
@@ -433,6 +469,40 @@ mod tests {
     }
 
     #[test]
+    fn dev_mode_only_on_loopback() {
+        let mut c = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("loopback") && e.contains("dev_mode = false"),
+            "{e}"
+        );
+        c.listen = "[::1]:8080".parse().unwrap();
+        assert!(c.validate().is_ok());
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        c.dev_mode = false;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_provisioning_limit_names_its_key() {
+        let mut c = Config::default();
+        c.limits.max_provisioning_bytes = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.max_provisioning_bytes"), "{e}");
+    }
+
+    #[test]
+    fn policy_falls_back_to_defaults() {
+        let c = Config::default();
+        let foreign = c.policy(&"elsewhere".parse().unwrap());
+        assert_eq!(foreign.retention, DEFAULT_RETENTION);
+        assert_eq!(foreign.max_devices, DEFAULT_MAX_DEVICES);
+    }
+
+    #[test]
     fn files_must_name_apps_and_reject_typos() {
         assert!(matches!(
             Config::from_toml(""),
@@ -457,6 +527,7 @@ mod tests {
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PASSERELLE_LISTEN", "0.0.0.0:9000");
+            jail.set_env("PASSERELLE_DEV_MODE", "false");
             jail.set_env("PASSERELLE_LIMITS__MAX_BODY_BYTES", "131072");
             jail.set_env("PASSERELLE_APPS__PARLEY__RETENTION", "7d");
             // Not a configuration key: ignored, not refused.
@@ -464,7 +535,7 @@ mod tests {
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
             assert_eq!(c.limits.max_body_bytes, 131072);
-            assert!(c.dev_mode);
+            assert!(!c.dev_mode);
             assert_eq!(c.apps.len(), 3);
             let parley = c.app(&"parley".parse().unwrap()).unwrap();
             assert_eq!(parley.retention, Duration::from_secs(7 * 86400));

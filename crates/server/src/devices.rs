@@ -4,7 +4,12 @@
 //! See [`passerelle_proto::api::devices`] for the linking flow. Link tokens
 //! are 32 random bytes, stored hashed, valid for 10 minutes and once: a
 //! link attempt consumes its token whatever its outcome. Mailboxes live 10
-//! minutes and are deleted once fetched.
+//! minutes, take one message (the first one stays) and are deleted once
+//! fetched.
+//!
+//! Only the primary device (1) creates link tokens and removes other
+//! devices (`403 forbidden` otherwise); any device but the primary may
+//! remove itself.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,17 +19,15 @@ use passerelle_proto::api::devices::{
     DeviceInfo, DeviceList, LinkDevice, LinkToken, Linked, Mailbox, ProvisioningMessage,
 };
 use passerelle_proto::{DeviceId, ProblemType};
-use passerelle_store::NewDevice;
+use passerelle_store::MailboxFill;
 use rand::RngCore as _;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::accounts::check_device_fields;
-use crate::auth::{Authenticated, check_new_password, hash_password};
+use crate::accounts::new_device;
+use crate::auth::{Authenticated, tagged_sha256};
 use crate::clock::millis;
-use crate::config::DEFAULT_MAX_DEVICES;
 use crate::extract::{Json, Path};
-use crate::keys::{check_device_keys, parse_identity_key};
+use crate::keys::parse_identity_key;
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -34,10 +37,17 @@ pub const LINK_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(1
 pub const MAILBOX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 fn token_hash(token: &str) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(b"passerelle-link-token");
-    h.update(token.as_bytes());
-    h.finalize().to_vec()
+    tagged_sha256(b"passerelle-link-token", &[token.as_bytes()]).to_vec()
+}
+
+/// Only the primary device manages the account's other devices.
+fn check_primary(caller: &Authenticated, what: &str) -> ApiResult<()> {
+    if caller.device_id() != DeviceId::PRIMARY {
+        return Err(ApiError::forbidden(format!(
+            "only the primary device (1) can {what}"
+        )));
+    }
+    Ok(())
 }
 
 // ---- service ----
@@ -59,10 +69,14 @@ pub async fn list(state: &AppState, caller: &Authenticated) -> ApiResult<DeviceL
 }
 
 /// Removes a device of the caller's account (not the primary one), with
-/// its keys and queued envelopes, and closes its connection.
+/// its keys and queued envelopes, and closes its connection. The primary
+/// device may remove any other; any device may remove itself.
 pub async fn remove(state: &AppState, caller: &Authenticated, device: DeviceId) -> ApiResult<()> {
     if device == DeviceId::PRIMARY {
         return Err(ApiError::forbidden("the primary device cannot be removed"));
+    }
+    if device != caller.device_id() {
+        check_primary(caller, "remove other devices")?;
     }
     if !state
         .store()
@@ -78,6 +92,7 @@ pub async fn remove(state: &AppState, caller: &Authenticated, device: DeviceId) 
 
 /// A one-time link token for the caller's account.
 pub async fn create_link_token(state: &AppState, caller: &Authenticated) -> ApiResult<LinkToken> {
+    check_primary(caller, "link new devices")?;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = URL_SAFE_NO_PAD.encode(bytes);
@@ -91,8 +106,6 @@ pub async fn create_link_token(state: &AppState, caller: &Authenticated) -> ApiR
 
 /// Adds a device to the account of a link token.
 pub async fn link(state: &AppState, request: LinkDevice) -> ApiResult<Linked> {
-    check_new_password(&request.password)?;
-    check_device_fields(request.registration_id, &request.device_name)?;
     let store = state.store();
     let now = state.now();
     let refused = || ApiError::forbidden("the link token is unknown, used or expired");
@@ -102,18 +115,15 @@ pub async fn link(state: &AppState, request: LinkDevice) -> ApiResult<Linked> {
         .ok_or_else(refused)?;
     let account = store.account(account_id).await?.ok_or_else(refused)?;
     let identity = parse_identity_key(&account.identity_key).map_err(ApiError::internal)?;
-    let keys = check_device_keys(&identity, &state.config().limits, &request.keys)?;
-    let max_devices = state
-        .config()
-        .app(&account.address.app)
-        .map_or(DEFAULT_MAX_DEVICES, |a| a.max_devices);
-    let device = NewDevice {
-        name: request.device_name,
-        registration_id: request.registration_id,
-        password_hash: hash_password(&request.password),
-        keys,
-        now,
-    };
+    let device = new_device(
+        state,
+        &identity,
+        &request.password,
+        request.registration_id,
+        request.device_name,
+        &request.keys,
+    )?;
+    let max_devices = state.config().policy(&account.address.app).max_devices;
     let device_id = store.add_device(account_id, device, max_devices).await?;
     tracing::info!(account = %account_id, device = %device_id, "device linked");
     Ok(Linked {
@@ -140,14 +150,16 @@ pub async fn provision(state: &AppState, id: Uuid, message: ProvisioningMessage)
             format!("a provisioning message is at most {max} bytes"),
         ));
     }
-    if !state
+    match state
         .store()
         .fill_mailbox(id, message.ciphertext.into_vec(), state.now())
         .await?
     {
-        return Err(ApiError::not_found("no such mailbox, or it has expired"));
+        MailboxFill::Filled => Ok(()),
+        // The first message wins: nobody may swap it for another.
+        MailboxFill::Occupied => Err(ApiError::forbidden("the mailbox already holds a message")),
+        MailboxFill::Missing => Err(ApiError::not_found("no such mailbox, or it has expired")),
     }
-    Ok(())
 }
 
 /// Takes the message out of a mailbox, which is then deleted.

@@ -36,46 +36,60 @@ fn bad_signature(what: &str, id: u32) -> ApiError {
     )
 }
 
-fn check_signed(identity: &IdentityKey, key: &SignedPreKey) -> ApiResult<StoredKey> {
-    PublicKey::deserialize(key.public_key.as_slice()).map_err(|_| {
-        ApiError::invalid(format!(
-            "signed prekey {} must be a 33-byte Curve25519 key (type 0x05)",
-            key.key_id
-        ))
-    })?;
-    if !identity
-        .public_key()
-        .verify(&[key.public_key.as_slice()], key.signature.as_slice())
-    {
-        return Err(bad_signature("signed prekey", key.key_id));
-    }
-    Ok(stored(key.key_id, &key.public_key.0, &key.signature.0))
+/// The kinds of prekeys: how each parses and whether it is signed.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A signed Curve25519 prekey.
+    Signed,
+    /// A (signed) Kyber prekey, one-time or last-resort.
+    Kyber,
+    /// A one-time Curve25519 prekey (unsigned).
+    OneTime,
 }
 
-fn check_kyber(identity: &IdentityKey, key: &KyberPreKey) -> ApiResult<StoredKey> {
-    KemPublicKey::deserialize(key.public_key.as_slice()).map_err(|_| {
-        ApiError::invalid(format!(
-            "Kyber prekey {} must be a 1569-byte Kyber1024 key (type 0x08)",
-            key.key_id
-        ))
-    })?;
-    if !identity
-        .public_key()
-        .verify(&[key.public_key.as_slice()], key.signature.as_slice())
-    {
-        return Err(bad_signature("Kyber prekey", key.key_id));
+/// Checks one prekey: its key parses as its kind, and the signature of a
+/// signed kind verifies with the identity key.
+fn check_key(
+    identity: &IdentityKey,
+    kind: Kind,
+    key_id: u32,
+    public_key: &[u8],
+    signature: &[u8],
+) -> ApiResult<StoredKey> {
+    const CURVE: &str = "a 33-byte Curve25519 key (type 0x05)";
+    let (what, parses, format, signed) = match kind {
+        Kind::Signed => (
+            "signed prekey",
+            PublicKey::deserialize(public_key).is_ok(),
+            CURVE,
+            true,
+        ),
+        Kind::Kyber => (
+            "Kyber prekey",
+            KemPublicKey::deserialize(public_key).is_ok(),
+            "a 1569-byte Kyber1024 key (type 0x08)",
+            true,
+        ),
+        Kind::OneTime => (
+            "prekey",
+            PublicKey::deserialize(public_key).is_ok(),
+            CURVE,
+            false,
+        ),
+    };
+    if !parses {
+        return Err(ApiError::invalid(format!(
+            "{what} {key_id} must be {format}"
+        )));
     }
-    Ok(stored(key.key_id, &key.public_key.0, &key.signature.0))
-}
-
-fn check_one_time(key: &PreKey) -> ApiResult<StoredKey> {
-    PublicKey::deserialize(key.public_key.as_slice()).map_err(|_| {
-        ApiError::invalid(format!(
-            "prekey {} must be a 33-byte Curve25519 key (type 0x05)",
-            key.key_id
-        ))
-    })?;
-    Ok(stored(key.key_id, &key.public_key.0, &[]))
+    if signed && !identity.public_key().verify(&[public_key], signature) {
+        return Err(bad_signature(what, key_id));
+    }
+    Ok(stored(
+        key_id,
+        public_key,
+        if signed { signature } else { &[] },
+    ))
 }
 
 fn stored(key_id: u32, public_key: &[u8], signature: &[u8]) -> StoredKey {
@@ -108,22 +122,46 @@ pub fn check_upload(
         signed_pre_key: upload
             .signed_pre_key
             .as_ref()
-            .map(|k| check_signed(identity, k))
+            .map(|k| {
+                check_key(
+                    identity,
+                    Kind::Signed,
+                    k.key_id,
+                    &k.public_key.0,
+                    &k.signature.0,
+                )
+            })
             .transpose()?,
         last_resort_kyber_pre_key: upload
             .last_resort_kyber_pre_key
             .as_ref()
-            .map(|k| check_kyber(identity, k))
+            .map(|k| {
+                check_key(
+                    identity,
+                    Kind::Kyber,
+                    k.key_id,
+                    &k.public_key.0,
+                    &k.signature.0,
+                )
+            })
             .transpose()?,
         pre_keys: upload
             .pre_keys
             .iter()
-            .map(check_one_time)
+            .map(|k| check_key(identity, Kind::OneTime, k.key_id, &k.public_key.0, &[]))
             .collect::<ApiResult<_>>()?,
         kyber_pre_keys: upload
             .kyber_pre_keys
             .iter()
-            .map(|k| check_kyber(identity, k))
+            .map(|k| {
+                check_key(
+                    identity,
+                    Kind::Kyber,
+                    k.key_id,
+                    &k.public_key.0,
+                    &k.signature.0,
+                )
+            })
             .collect::<ApiResult<_>>()?,
     })
 }

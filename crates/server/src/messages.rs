@@ -7,6 +7,12 @@
 //! recipient's devices (`409 mismatched-devices`, with the missing and extra
 //! ones) — for the sender's own account, every device but the sending one
 //! (sync copies); each registration id is current (`410 stale-devices`).
+//! A device removed between these checks and the commit is answered like
+//! the first check: `409 mismatched-devices`.
+//!
+//! Queueing and waking run in a task of their own, so a request dropped
+//! after the commit (the client went away, the request timed out) still
+//! wakes the devices.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -14,13 +20,12 @@ use std::time::Instant;
 use axum::extract::State;
 use passerelle_proto::api::messages::{MismatchedDevices, SendMessages, Sent, StaleDevices};
 use passerelle_proto::{AccountId, DeviceId, Envelope, EnvelopeKind, ProblemType, Source};
-use passerelle_store::QueuedEnvelope;
+use passerelle_store::{QueuedEnvelope, StoreError};
 use uuid::Uuid;
 
 use crate::accounts::check_contact;
 use crate::auth::Authenticated;
 use crate::clock::millis;
-use crate::config::DEFAULT_RETENTION;
 use crate::extract::{Json, Path};
 use crate::metrics;
 use crate::problem::{ApiError, ApiResult};
@@ -59,45 +64,12 @@ pub async fn send(
         .ok_or_else(|| ApiError::not_found("no such account"))?;
     check_contact(state, &sender.account, &account)?;
 
-    let own = recipient == sender.account_id();
-    let devices: Vec<_> = store
-        .devices(recipient)
-        .await?
-        .into_iter()
-        .filter(|d| !own || d.id != sender.device_id())
-        .collect();
-    let expected: BTreeSet<DeviceId> = devices.iter().map(|d| d.id).collect();
-    if expected != named {
-        let mismatch = MismatchedDevices {
-            missing_devices: expected.difference(&named).copied().collect(),
-            extra_devices: named.difference(&expected).copied().collect(),
-        };
-        return Err(ApiError::new(
-            ProblemType::MismatchedDevices,
-            "the message does not name exactly the recipient's devices",
-        )
-        .with(&mismatch));
-    }
-    let stale: Vec<DeviceId> = request
+    let registrations: Vec<(DeviceId, u32)> = request
         .messages
         .iter()
-        .filter(|m| {
-            devices
-                .iter()
-                .any(|d| d.id == m.device_id && d.registration_id != m.registration_id)
-        })
-        .map(|m| m.device_id)
+        .map(|m| (m.device_id, m.registration_id))
         .collect();
-    if !stale.is_empty() {
-        return Err(ApiError::new(
-            ProblemType::StaleDevices,
-            "some devices registered again: start new sessions with them",
-        )
-        .with(&StaleDevices {
-            stale_devices: stale,
-        }));
-    }
-
+    let expected = check_devices(state, sender, recipient, &registrations).await?;
     let now = state.now();
     let source = Source {
         address: sender.account.address.clone(),
@@ -129,10 +101,7 @@ pub async fn send(
         });
     }
 
-    let retention = state
-        .config()
-        .app(&account.address.app)
-        .map_or(DEFAULT_RETENTION, |a| a.retention);
+    let retention = state.config().policy(&account.address.app).retention;
     let expires_at = now.saturating_add(millis(retention));
     let queued: Vec<QueuedEnvelope> = envelopes
         .map(|envelope| QueuedEnvelope {
@@ -141,22 +110,99 @@ pub async fn send(
             expires_at,
         })
         .collect();
-    let count = queued.len();
-    let start = Instant::now();
-    store.enqueue(queued).await?;
-    metrics::enqueued(count, start.elapsed());
+    // Queue and wake in a task of its own: if this request is dropped (the
+    // client went away, the request timed out) once the envelopes are
+    // committed, their devices are still woken.
+    let task = tokio::spawn(queue_and_wake(state.clone(), recipient, queued, expected));
+    match task.await.map_err(ApiError::internal)? {
+        Ok(()) => {}
+        // A device was removed since the check: tell the sender which.
+        Err(StoreError::NoSuchDevice) => {
+            check_devices(state, sender, recipient, &registrations).await?;
+            return Err(ApiError::new(
+                ProblemType::Unavailable,
+                "the recipient's devices changed during the send: try again",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     tracing::debug!(
         sender = %sender.account_id(),
         recipient = %recipient,
-        envelopes = count,
         "envelopes queued"
     );
-    for device in expected {
-        state.delivery().wake(recipient, device);
-    }
     Ok(Sent {
         server_timestamp: now,
     })
+}
+
+/// Queues envelopes durably, then wakes their devices.
+async fn queue_and_wake(
+    state: AppState,
+    recipient: AccountId,
+    queued: Vec<QueuedEnvelope>,
+    devices: BTreeSet<DeviceId>,
+) -> Result<(), StoreError> {
+    let count = queued.len();
+    let start = Instant::now();
+    state.store().enqueue(queued).await?;
+    metrics::enqueued(count, start.elapsed());
+    for device in devices {
+        state.delivery().wake(recipient, device);
+    }
+    Ok(())
+}
+
+/// Checks that the messages' `(device, registration id)` pairs name
+/// exactly the recipient's devices (for the sender's own account, all but
+/// the sending one) and that every registration id is current; returns the
+/// devices.
+async fn check_devices(
+    state: &AppState,
+    sender: &Authenticated,
+    recipient: AccountId,
+    registrations: &[(DeviceId, u32)],
+) -> ApiResult<BTreeSet<DeviceId>> {
+    let named: BTreeSet<DeviceId> = registrations.iter().map(|&(d, _)| d).collect();
+    let own = recipient == sender.account_id();
+    let devices: Vec<_> = state
+        .store()
+        .devices(recipient)
+        .await?
+        .into_iter()
+        .filter(|d| !own || d.id != sender.device_id())
+        .collect();
+    let expected: BTreeSet<DeviceId> = devices.iter().map(|d| d.id).collect();
+    if expected != named {
+        let mismatch = MismatchedDevices {
+            missing_devices: expected.difference(&named).copied().collect(),
+            extra_devices: named.difference(&expected).copied().collect(),
+        };
+        return Err(ApiError::new(
+            ProblemType::MismatchedDevices,
+            "the message does not name exactly the recipient's devices",
+        )
+        .with(&mismatch));
+    }
+    let stale: Vec<DeviceId> = registrations
+        .iter()
+        .filter(|&&(id, registration_id)| {
+            devices
+                .iter()
+                .any(|d| d.id == id && d.registration_id != registration_id)
+        })
+        .map(|&(id, _)| id)
+        .collect();
+    if !stale.is_empty() {
+        return Err(ApiError::new(
+            ProblemType::StaleDevices,
+            "some devices registered again: start new sessions with them",
+        )
+        .with(&StaleDevices {
+            stale_devices: stale,
+        }));
+    }
+    Ok(expected)
 }
 
 pub(crate) async fn send_handler(

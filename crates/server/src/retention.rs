@@ -2,6 +2,9 @@
 //! retention are deleted, and each sender's devices get an `expired` server
 //! notice so the sender's client can mark the message as not delivered.
 //!
+//! Each run also deletes expired verifications, link tokens and
+//! provisioning mailboxes ([`purge_expired`](passerelle_store::Store::purge_expired)).
+//!
 //! The task runs every `expiry.interval`, takes expired envelopes from the
 //! store in batches, queues the notices durably, then wakes the senders'
 //! devices. Expired sync copies (sender and recipient are the same account)
@@ -16,7 +19,6 @@ use passerelle_store::{QueuedEnvelope, StoreError};
 use uuid::Uuid;
 
 use crate::clock::millis;
-use crate::config::DEFAULT_RETENTION;
 use crate::metrics;
 use crate::state::AppState;
 
@@ -30,14 +32,21 @@ pub async fn run(state: AppState) {
             () = crate::delivery::websocket::stopping(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        match expire(&state).await {
+        let purged = state.store().purge_expired(state.now()).await;
+        match purged {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired short-lived rows deleted"),
+            Err(ref e) => tracing::error!(error = %e, "purge failed; trying again later"),
+        }
+        let expired = expire(&state).await;
+        match expired {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired envelopes deleted, senders told"),
-            Err(e) => {
-                tracing::error!(error = %e, "expiry failed; trying again later");
-                // Back off a little more than one interval on errors.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            Err(ref e) => tracing::error!(error = %e, "expiry failed; trying again later"),
+        }
+        if purged.is_err() || expired.is_err() {
+            // A failing store: wait a second more before the next run.
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
@@ -93,10 +102,7 @@ async fn notify_senders(
             .get(&source.account_id)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let retention = state
-            .config()
-            .app(&source.address.app)
-            .map_or(DEFAULT_RETENTION, |a| a.retention);
+        let retention = state.config().policy(&source.address.app).retention;
         for device in sender_devices {
             notices.push(QueuedEnvelope {
                 account_id: source.account_id,

@@ -310,3 +310,52 @@ async fn without_dev_mode_no_code_is_pretended() {
         .await;
     assert_problem(r, ProblemType::Unavailable);
 }
+
+/// Twenty wrong codes at once are each counted: at most five are judged
+/// "wrong", and then even the right code is refused. On SQLite, where reads
+/// and writes interleave, a read-then-write check would count far fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_codes_are_all_counted() {
+    let hub = Hub::sqlite().await;
+    let phone = "+15550000042";
+    let session = request_code(&hub, phone).await;
+    let code = session.dev_code.clone().unwrap();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let hub = std::sync::Arc::new(hub);
+    let guesses: Vec<_> = (0..20)
+        .map(|_| {
+            let hub = hub.clone();
+            let session_id = session.session_id;
+            tokio::spawn(async move {
+                hub.register(
+                    "chime",
+                    Some(phone),
+                    Some(Verification {
+                        session_id,
+                        code: wrong.into(),
+                    }),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut counted = 0;
+    for guess in guesses {
+        let p = assert_problem(guess.await.unwrap(), ProblemType::VerificationFailed);
+        if p.detail.starts_with("wrong code") {
+            counted += 1;
+        }
+    }
+    assert!(counted <= 5, "{counted} wrong codes were counted");
+    let r = hub
+        .register(
+            "chime",
+            Some(phone),
+            Some(Verification {
+                session_id: session.session_id,
+                code,
+            }),
+        )
+        .await;
+    assert_problem(r, ProblemType::VerificationFailed);
+}

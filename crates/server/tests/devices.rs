@@ -167,3 +167,83 @@ async fn provisioning_mailboxes() {
         ProblemType::NotFound,
     );
 }
+
+#[tokio::test]
+async fn only_the_primary_manages_other_devices() {
+    let hub = Hub::start().await;
+    let alice = hub.register_username("primary").await;
+    let laptop = hub.link_device(&alice, "laptop").await.unwrap();
+    let tablet = hub.link_device(&alice, "tablet").await.unwrap();
+
+    let r = laptop
+        .post_empty::<LinkToken>(&hub, "/v1/devices/link-tokens")
+        .await;
+    assert_problem(r, ProblemType::Forbidden);
+    let r = laptop.delete::<Empty>(&hub, "/v1/devices/3").await;
+    assert_problem(r, ProblemType::Forbidden);
+
+    // Any device may remove itself.
+    let _: Empty = laptop.delete(&hub, "/v1/devices/2").await.unwrap();
+    let r = alice.delete::<Empty>(&hub, "/v1/devices/1").await;
+    assert_problem(r, ProblemType::Forbidden);
+    let list: DeviceList = tablet.get(&hub, "/v1/devices").await.unwrap();
+    let ids: Vec<u32> = list.devices.iter().map(|d| d.device_id.get()).collect();
+    assert_eq!(ids, [1, 3]);
+}
+
+#[tokio::test]
+async fn the_first_provisioning_message_wins() {
+    let hub = Hub::start().await;
+    let alice = hub.register_username("firstwins").await;
+    let mallory = hub.register_username("mallory").await;
+    let mailbox: Mailbox = hub.post_empty("/v1/provisioning").await.unwrap();
+    let path = format!("/v1/provisioning/{}", mailbox.id);
+    let first = ProvisioningMessage {
+        ciphertext: b"first".to_vec().into(),
+    };
+    let second = ProvisioningMessage {
+        ciphertext: b"second".to_vec().into(),
+    };
+    let _: Empty = alice.put(&hub, &path, &first).await.unwrap();
+    let r = mallory.put::<_, Empty>(&hub, &path, &second).await;
+    let p = assert_problem(r, ProblemType::Forbidden);
+    assert!(p.detail.contains("already holds a message"), "{p}");
+    let got: ProvisioningMessage = hub.get_anon(&path).await.unwrap();
+    assert_eq!(got, first);
+}
+
+#[tokio::test]
+async fn expired_short_lived_state_is_purged() {
+    let hub = Hub::start().await;
+    let session: passerelle_proto::api::accounts::VerificationSession = hub
+        .post(
+            "/v1/verifications",
+            &passerelle_proto::api::accounts::VerificationRequest {
+                app: "chime".parse().unwrap(),
+                handle: "+15550009999".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let store = hub.state.store();
+    assert!(
+        store
+            .verification(session.session_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    hub.clock.advance(Duration::from_secs(10 * 60));
+    for _ in 0..500 {
+        if store
+            .verification(session.session_id)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the expired verification was not purged within 5 s");
+}

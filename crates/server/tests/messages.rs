@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::hooked;
 use common::*;
 use passerelle_proto::api::messages::{MismatchedDevices, StaleDevices};
 use passerelle_proto::ws::ServerFrame;
@@ -344,4 +345,108 @@ async fn expired_envelopes_become_notices_to_their_sender() {
     // And the recipient will never get it.
     let mut socket = alice.connect(&hub).await;
     assert!(socket.backlog().await.is_empty());
+}
+
+fn hooked_hub_parts() -> (std::sync::Arc<hooked::Hooked>, Config) {
+    let inner = std::sync::Arc::new(passerelle_store::memory::MemoryStore::new());
+    (
+        std::sync::Arc::new(hooked::Hooked::new(inner)),
+        Config::default(),
+    )
+}
+
+/// A send whose request is dropped (here by the request timeout) after
+/// its envelopes are committed still wakes the recipient's devices.
+#[tokio::test]
+async fn a_dropped_send_still_wakes_after_commit() {
+    let (store, mut config) = hooked_hub_parts();
+    config.limits.request_timeout = Duration::from_millis(300);
+    let hub = Hub::with_store(config, store.clone(), None).await;
+    let alice = hub.register_username("dropper").await;
+    let bob = hub.register_username("waiter").await;
+    let mut socket = bob.connect(&hub).await;
+    assert!(socket.backlog().await.is_empty());
+
+    *store.delay_after_enqueue.lock().unwrap() = Some(Duration::from_secs(1));
+    let r = alice
+        .send(
+            &hub,
+            bob.account_id,
+            &[(bob.device_id, bob.registration_id)],
+            b"committed",
+            false,
+        )
+        .await;
+    assert_problem(r, ProblemType::Unavailable);
+    let envelope = socket.envelope().await;
+    assert_eq!(envelope.content.unwrap().as_slice(), b"committed");
+}
+
+/// A device removed between the device check and the commit is answered
+/// `409 mismatched-devices` naming it, not `404`.
+#[tokio::test]
+async fn a_device_removed_mid_send_is_a_mismatch() {
+    let (store, config) = hooked_hub_parts();
+    let hub = Hub::with_store(config, store.clone(), None).await;
+    let alice = hub.register_username("midsend").await;
+    let laptop = hub.link_device(&alice, "laptop").await.unwrap();
+    let bob = hub.register_username("midsender").await;
+
+    *store.remove_before_enqueue.lock().unwrap() = Some((alice.account_id, laptop.device_id));
+    let r = bob
+        .send(
+            &hub,
+            alice.account_id,
+            &[
+                (alice.device_id, alice.registration_id),
+                (laptop.device_id, laptop.registration_id),
+            ],
+            b"x",
+            false,
+        )
+        .await;
+    let p = assert_problem(r, ProblemType::MismatchedDevices);
+    let m: MismatchedDevices = p.extension().unwrap();
+    assert!(m.missing_devices.is_empty());
+    assert_eq!(m.extra_devices, [laptop.device_id]);
+}
+
+/// Frames of an unknown type are ignored; text that is not JSON closes the
+/// connection with 1008.
+#[tokio::test]
+async fn unknown_client_frames_are_ignored() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let hub = Hub::start().await;
+    let alice = hub.register_username("framer").await;
+    let bob = hub.register_username("framed").await;
+    let mut socket = bob.connect(&hub).await;
+    assert!(socket.backlog().await.is_empty());
+    socket
+        .ws
+        .send(Message::Text(r#"{"type":"typing","to":"x"}"#.into()))
+        .await
+        .unwrap();
+    alice.send_to(&hub, &bob, b"still open").await;
+    let envelope = socket.envelope().await;
+    assert_eq!(envelope.content.unwrap().as_slice(), b"still open");
+
+    socket
+        .ws
+        .send(Message::Text("not json".into()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1008));
 }

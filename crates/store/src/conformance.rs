@@ -36,8 +36,8 @@ use passerelle_proto::{
 use uuid::Uuid;
 
 use crate::{
-    Account, ClaimedKeys, Device, KeyCounts, KeyUpdate, Millis, NewAccount, NewDevice,
-    QueuedEnvelope, Store, StoreError, StoredKey, VerificationRecord,
+    Account, ClaimedKeys, Device, KeyCounts, KeyUpdate, MailboxFill, Millis, NewAccount, NewDevice,
+    QueuedEnvelope, Store, StoreError, StoredKey, VerificationOutcome, VerificationRecord,
 };
 
 /// Turns every check of [`conformance`](crate::conformance) into a
@@ -71,12 +71,15 @@ macro_rules! store_conformance_tests {
             verifications_are_saved_and_deleted,
             link_tokens_work_once_and_expire,
             mailboxes_are_filled_and_taken_once,
+            verification_attempts_are_counted,
+            expired_short_lived_rows_are_purged,
             ping_answers,
             failed_writes_do_not_spoil_concurrent_ones,
         );
         $crate::store_conformance_tests!(@shared $new_store;
             claims_from_many_tasks_never_share_a_key,
             enqueues_from_many_tasks_keep_each_senders_order,
+            concurrent_wrong_codes_are_all_counted,
         );
     };
     (@by_ref $new_store:expr; $($check:ident),* $(,)?) => {$(
@@ -1003,46 +1006,65 @@ pub async fn link_tokens_work_once_and_expire(store: &dyn Store) {
     );
 }
 
-/// A mailbox is filled (the last message wins) and taken once, unless it
-/// expired.
+/// A mailbox is filled once (the first message wins) and taken once,
+/// unless it expired.
 pub async fn mailboxes_are_filled_and_taken_once(store: &dyn Store) {
     let id = Uuid::new_v4();
     store.open_mailbox(id, 1000).await.unwrap();
     // Taking from an empty mailbox leaves it open.
     assert_eq!(store.take_mailbox(id, 10).await.unwrap(), None);
-    assert!(store.fill_mailbox(id, b"first".to_vec(), 10).await.unwrap());
-    assert!(
+    assert_eq!(
+        store.fill_mailbox(id, b"first".to_vec(), 10).await.unwrap(),
+        MailboxFill::Filled
+    );
+    assert_eq!(
         store
             .fill_mailbox(id, b"second".to_vec(), 20)
             .await
-            .unwrap()
+            .unwrap(),
+        MailboxFill::Occupied
     );
     assert_eq!(
         store.take_mailbox(id, 30).await.unwrap(),
-        Some(b"second".to_vec())
+        Some(b"first".to_vec())
     );
     assert_eq!(store.take_mailbox(id, 30).await.unwrap(), None);
-    assert!(!store.fill_mailbox(id, b"late".to_vec(), 40).await.unwrap());
+    assert_eq!(
+        store.fill_mailbox(id, b"late".to_vec(), 40).await.unwrap(),
+        MailboxFill::Missing
+    );
 
     let unknown = Uuid::new_v4();
-    assert!(!store.fill_mailbox(unknown, b"x".to_vec(), 0).await.unwrap());
+    assert_eq!(
+        store.fill_mailbox(unknown, b"x".to_vec(), 0).await.unwrap(),
+        MailboxFill::Missing
+    );
     assert_eq!(store.take_mailbox(unknown, 0).await.unwrap(), None);
 
     let expiring = Uuid::new_v4();
     store.open_mailbox(expiring, 100).await.unwrap();
-    assert!(
-        !store
+    assert_eq!(
+        store
             .fill_mailbox(expiring, b"x".to_vec(), 100)
             .await
-            .unwrap()
+            .unwrap(),
+        MailboxFill::Missing
     );
     let filled_then_expired = Uuid::new_v4();
     store.open_mailbox(filled_then_expired, 100).await.unwrap();
-    assert!(
+    assert_eq!(
         store
             .fill_mailbox(filled_then_expired, b"x".to_vec(), 50)
             .await
-            .unwrap()
+            .unwrap(),
+        MailboxFill::Filled
+    );
+    assert_eq!(
+        store
+            .fill_mailbox(filled_then_expired, b"y".to_vec(), 100)
+            .await
+            .unwrap(),
+        MailboxFill::Missing
     );
     assert_eq!(
         store.take_mailbox(filled_then_expired, 100).await.unwrap(),
@@ -1052,14 +1074,163 @@ pub async fn mailboxes_are_filled_and_taken_once(store: &dyn Store) {
     // Opening again empties it.
     let reopened = Uuid::new_v4();
     store.open_mailbox(reopened, 1000).await.unwrap();
-    assert!(
+    assert_eq!(
         store
             .fill_mailbox(reopened, b"x".to_vec(), 0)
             .await
-            .unwrap()
+            .unwrap(),
+        MailboxFill::Filled
     );
     store.open_mailbox(reopened, 1000).await.unwrap();
     assert_eq!(store.take_mailbox(reopened, 0).await.unwrap(), None);
+}
+
+fn verification_record(expires_at: Millis) -> VerificationRecord {
+    VerificationRecord {
+        id: Uuid::new_v4(),
+        address: address("+15551234567@chime"),
+        code_hash: b"right".to_vec(),
+        expires_at,
+        attempts: 0,
+    }
+}
+
+/// A right code verifies without using it up; wrong codes count until none
+/// are left; expired and exhausted verifications go.
+pub async fn verification_attempts_are_counted(store: &dyn Store) {
+    let record = verification_record(1000);
+    store.save_verification(record.clone()).await.unwrap();
+    let attempt = |hash: &'static [u8], now| store.attempt_verification(record.id, hash, now, 3);
+    assert_eq!(
+        attempt(b"wrong", 10).await.unwrap(),
+        VerificationOutcome::Wrong { remaining: 2 }
+    );
+    assert_eq!(
+        store
+            .verification(record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
+    let verified = VerificationOutcome::Verified {
+        address: record.address.clone(),
+    };
+    assert_eq!(attempt(b"right", 10).await.unwrap(), verified);
+    assert_eq!(attempt(b"right", 10).await.unwrap(), verified);
+    assert_eq!(
+        attempt(b"wrong", 10).await.unwrap(),
+        VerificationOutcome::Wrong { remaining: 1 }
+    );
+    assert_eq!(
+        attempt(b"wrong", 10).await.unwrap(),
+        VerificationOutcome::Wrong { remaining: 0 }
+    );
+    assert_eq!(store.verification(record.id).await.unwrap(), None);
+    assert_eq!(
+        attempt(b"right", 10).await.unwrap(),
+        VerificationOutcome::Unknown
+    );
+
+    let expired = verification_record(1000);
+    store.save_verification(expired.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .attempt_verification(expired.id, b"right", 1000, 3)
+            .await
+            .unwrap(),
+        VerificationOutcome::Expired
+    );
+    assert_eq!(store.verification(expired.id).await.unwrap(), None);
+
+    let exhausted = VerificationRecord {
+        attempts: 3,
+        ..verification_record(1000)
+    };
+    store.save_verification(exhausted.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .attempt_verification(exhausted.id, b"right", 10, 3)
+            .await
+            .unwrap(),
+        VerificationOutcome::Exhausted
+    );
+    assert_eq!(store.verification(exhausted.id).await.unwrap(), None);
+}
+
+/// Many wrong codes at once are each counted: no more than `max_attempts`
+/// of them are ever judged.
+pub async fn concurrent_wrong_codes_are_all_counted(store: Arc<dyn Store>) {
+    let record = verification_record(LATER);
+    store.save_verification(record.clone()).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .attempt_verification(record.id, b"wrong", NOW, 5)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut remaining = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            VerificationOutcome::Wrong { remaining: r } => remaining.push(r),
+            VerificationOutcome::Unknown | VerificationOutcome::Exhausted => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    remaining.sort_unstable();
+    assert_eq!(remaining, [0, 1, 2, 3, 4]);
+}
+
+/// Expired verifications, link tokens and mailboxes are purged; live ones
+/// stay.
+pub async fn expired_short_lived_rows_are_purged(store: &dyn Store) {
+    let alice = account_with_keys(store, "alice", 0).await;
+    let old = verification_record(100);
+    let live = verification_record(1000);
+    store.save_verification(old.clone()).await.unwrap();
+    store.save_verification(live.clone()).await.unwrap();
+    store
+        .save_link_token(b"old".to_vec(), alice, 100)
+        .await
+        .unwrap();
+    store
+        .save_link_token(b"live".to_vec(), alice, 1000)
+        .await
+        .unwrap();
+    let (old_box, live_box) = (Uuid::new_v4(), Uuid::new_v4());
+    store.open_mailbox(old_box, 100).await.unwrap();
+    store.open_mailbox(live_box, 1000).await.unwrap();
+    store
+        .fill_mailbox(old_box, b"x".to_vec(), 50)
+        .await
+        .unwrap();
+
+    assert_eq!(store.purge_expired(100).await.unwrap(), 3);
+    assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+    assert_eq!(store.verification(old.id).await.unwrap(), None);
+    assert_eq!(store.verification(live.id).await.unwrap(), Some(live));
+    assert_eq!(
+        store.take_link_token(b"live", 100).await.unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        store
+            .fill_mailbox(live_box, b"y".to_vec(), 100)
+            .await
+            .unwrap(),
+        MailboxFill::Filled
+    );
+    // Expired rows that were purged cannot be told from unknown ones.
+    assert_eq!(
+        store.fill_mailbox(old_box, b"y".to_vec(), 0).await.unwrap(),
+        MailboxFill::Missing
+    );
 }
 
 /// `ping` answers.

@@ -205,6 +205,39 @@ pub struct VerificationRecord {
     pub attempts: u32,
 }
 
+/// What [`Store::attempt_verification`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerificationOutcome {
+    /// The code is right; the verification stays until deleted.
+    Verified {
+        /// The address it verifies.
+        address: Address,
+    },
+    /// The code is wrong, and the attempt was counted; at `remaining == 0`
+    /// the verification was deleted.
+    Wrong {
+        /// How many more codes may be tried.
+        remaining: u32,
+    },
+    /// Every attempt had been used; the verification was deleted.
+    Exhausted,
+    /// The verification had expired; it was deleted.
+    Expired,
+    /// There is no such verification.
+    Unknown,
+}
+
+/// What [`Store::fill_mailbox`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxFill {
+    /// The message was left in the mailbox.
+    Filled,
+    /// The mailbox already holds a message, which stays (first write wins).
+    Occupied,
+    /// There is no such open, unexpired mailbox.
+    Missing,
+}
+
 /// Everything the hub keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -297,6 +330,22 @@ pub trait Store: Send + Sync + 'static {
     async fn verification(&self, id: Uuid) -> Result<Option<VerificationRecord>>;
     /// Deletes a verification.
     async fn delete_verification(&self, id: Uuid) -> Result<()>;
+    /// Checks a code against a verification and counts the attempt, as one
+    /// atomic operation (concurrent guesses never count fewer attempts
+    /// than were made). In order: unknown id, [`VerificationOutcome::Unknown`];
+    /// expired at `now`, deleted and [`VerificationOutcome::Expired`];
+    /// `attempts >= max_attempts`, deleted and
+    /// [`VerificationOutcome::Exhausted`]; `code_hash` matches,
+    /// [`VerificationOutcome::Verified`] (nothing changes); else `attempts`
+    /// grows by one and [`VerificationOutcome::Wrong`] says how many are
+    /// left, deleting the verification when none are.
+    async fn attempt_verification(
+        &self,
+        id: Uuid,
+        code_hash: &[u8],
+        now: Millis,
+        max_attempts: u32,
+    ) -> Result<VerificationOutcome>;
 
     /// Saves a link token's hash for an account until `expires_at`
     /// (replacing a token with the same hash). Fails with
@@ -314,13 +363,63 @@ pub trait Store: Send + Sync + 'static {
     /// Opens a provisioning mailbox until `expires_at`; opening one that
     /// exists empties it.
     async fn open_mailbox(&self, id: Uuid, expires_at: Millis) -> Result<()>;
-    /// Leaves a message in an open, unexpired mailbox (replacing one left
-    /// before); `false` if there is no such mailbox.
-    async fn fill_mailbox(&self, id: Uuid, message: Vec<u8>, now: Millis) -> Result<bool>;
+    /// Leaves a message in an open, unexpired, empty mailbox. The first
+    /// message wins: a mailbox that already holds one keeps it
+    /// ([`MailboxFill::Occupied`]).
+    async fn fill_mailbox(&self, id: Uuid, message: Vec<u8>, now: Millis) -> Result<MailboxFill>;
     /// Takes the message out of a mailbox and deletes the mailbox; `None`
     /// if empty (the mailbox stays open), expired or unknown.
     async fn take_mailbox(&self, id: Uuid, now: Millis) -> Result<Option<Vec<u8>>>;
 
+    /// Deletes every verification, link token and mailbox expired at `now`
+    /// (`expires_at <= now`); returns how many rows went.
+    async fn purge_expired(&self, now: Millis) -> Result<u64>;
+
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+}
+
+/// Compares two secrets' hashes in time independent of where they differ.
+pub(crate) fn hashes_match(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// [`Store::attempt_verification`] on a record already read, shared by the
+/// backends: the outcome, and what to do with the record.
+pub(crate) fn judge_attempt(
+    record: &VerificationRecord,
+    code_hash: &[u8],
+    now: Millis,
+    max_attempts: u32,
+) -> (VerificationOutcome, AttemptEffect) {
+    if now >= record.expires_at {
+        return (VerificationOutcome::Expired, AttemptEffect::Delete);
+    }
+    if record.attempts >= max_attempts {
+        return (VerificationOutcome::Exhausted, AttemptEffect::Delete);
+    }
+    if hashes_match(code_hash, &record.code_hash) {
+        return (
+            VerificationOutcome::Verified {
+                address: record.address.clone(),
+            },
+            AttemptEffect::Keep,
+        );
+    }
+    let attempts = record.attempts.saturating_add(1);
+    let remaining = max_attempts.saturating_sub(attempts);
+    let effect = if remaining == 0 {
+        AttemptEffect::Delete
+    } else {
+        AttemptEffect::Count(attempts)
+    };
+    (VerificationOutcome::Wrong { remaining }, effect)
+}
+
+/// What an attempt does to its verification.
+pub(crate) enum AttemptEffect {
+    Keep,
+    Delete,
+    /// Store this attempt count.
+    Count(u32),
 }

@@ -16,8 +16,9 @@ use passerelle_proto::{AccountId, Address, DeviceId, Envelope};
 use uuid::Uuid;
 
 use crate::{
-    Account, ClaimedKeys, Device, KeyCounts, KeyUpdate, Millis, NewAccount, NewDevice,
-    QueuedEnvelope, Result, Store, StoreError, StoredKey, VerificationRecord,
+    Account, AttemptEffect, ClaimedKeys, Device, KeyCounts, KeyUpdate, MailboxFill, Millis,
+    NewAccount, NewDevice, QueuedEnvelope, Result, Store, StoreError, StoredKey,
+    VerificationOutcome, VerificationRecord, judge_attempt,
 };
 
 /// A [`Store`] in memory.
@@ -385,6 +386,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn attempt_verification(
+        &self,
+        id: Uuid,
+        code_hash: &[u8],
+        now: Millis,
+        max_attempts: u32,
+    ) -> Result<VerificationOutcome> {
+        let mut inner = self.lock()?;
+        let Some(record) = inner.verifications.get_mut(&id) else {
+            return Ok(VerificationOutcome::Unknown);
+        };
+        let (outcome, effect) = judge_attempt(record, code_hash, now, max_attempts);
+        match effect {
+            AttemptEffect::Keep => {}
+            AttemptEffect::Count(attempts) => record.attempts = attempts,
+            AttemptEffect::Delete => {
+                inner.verifications.remove(&id);
+            }
+        }
+        Ok(outcome)
+    }
+
     async fn save_link_token(
         &self,
         token_hash: Vec<u8>,
@@ -419,14 +442,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn fill_mailbox(&self, id: Uuid, message: Vec<u8>, now: Millis) -> Result<bool> {
+    async fn fill_mailbox(&self, id: Uuid, message: Vec<u8>, now: Millis) -> Result<MailboxFill> {
         let mut inner = self.lock()?;
         match inner.mailboxes.get_mut(&id) {
             Some(mailbox) if now < mailbox.expires_at => {
+                if mailbox.message.is_some() {
+                    return Ok(MailboxFill::Occupied);
+                }
                 mailbox.message = Some(message);
-                Ok(true)
+                Ok(MailboxFill::Filled)
             }
-            _ => Ok(false),
+            _ => Ok(MailboxFill::Missing),
         }
     }
 
@@ -446,6 +472,18 @@ impl Store for MemoryStore {
             .mailboxes
             .remove(&id)
             .and_then(|mailbox| mailbox.message))
+    }
+
+    async fn purge_expired(&self, now: Millis) -> Result<u64> {
+        let mut inner = self.lock()?;
+        let before = inner.verifications.len() + inner.link_tokens.len() + inner.mailboxes.len();
+        inner.verifications.retain(|_, v| now < v.expires_at);
+        inner
+            .link_tokens
+            .retain(|_, (_, expires_at)| now < *expires_at);
+        inner.mailboxes.retain(|_, m| now < m.expires_at);
+        let after = inner.verifications.len() + inner.link_tokens.len() + inner.mailboxes.len();
+        Ok(u64::try_from(before - after).unwrap_or(u64::MAX))
     }
 
     async fn ping(&self) -> Result<()> {

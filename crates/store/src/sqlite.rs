@@ -93,8 +93,8 @@ use self::readers::Readers;
 use self::writer::Writer;
 pub use self::writer::WriterStats;
 use crate::{
-    Account, ClaimedKeys, Device, KeyCounts, KeyUpdate, Millis, NewAccount, NewDevice,
-    QueuedEnvelope, Result, Store, StoreError, VerificationRecord,
+    Account, ClaimedKeys, Device, KeyCounts, KeyUpdate, MailboxFill, Millis, NewAccount, NewDevice,
+    QueuedEnvelope, Result, Store, StoreError, VerificationOutcome, VerificationRecord,
 };
 
 /// The database's file name in the data directory.
@@ -325,6 +325,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn attempt_verification(
+        &self,
+        id: Uuid,
+        code_hash: &[u8],
+        now: Millis,
+        max_attempts: u32,
+    ) -> Result<VerificationOutcome> {
+        let code_hash = code_hash.to_vec();
+        self.write(move |c| ephemeral::attempt_verification(c, id, &code_hash, now, max_attempts))
+            .await
+    }
+
     async fn save_link_token(
         &self,
         token_hash: Vec<u8>,
@@ -346,7 +358,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn fill_mailbox(&self, id: Uuid, message: Vec<u8>, now: Millis) -> Result<bool> {
+    async fn fill_mailbox(&self, id: Uuid, message: Vec<u8>, now: Millis) -> Result<MailboxFill> {
         self.write(move |c| ephemeral::fill_mailbox(c, id, &message, now))
             .await
     }
@@ -354,6 +366,10 @@ impl Store for SqliteStore {
     async fn take_mailbox(&self, id: Uuid, now: Millis) -> Result<Option<Vec<u8>>> {
         self.write(move |c| ephemeral::take_mailbox(c, id, now))
             .await
+    }
+
+    async fn purge_expired(&self, now: Millis) -> Result<u64> {
+        self.write(move |c| ephemeral::purge_expired(c, now)).await
     }
 
     async fn ping(&self) -> Result<()> {

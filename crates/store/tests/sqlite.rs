@@ -102,11 +102,12 @@ async fn a_reopened_store_has_everything_that_was_acknowledged() {
             .await
             .unwrap();
         store.open_mailbox(mailbox, LATER).await.unwrap();
-        assert!(
+        assert_eq!(
             store
                 .fill_mailbox(mailbox, b"hi".to_vec(), NOW)
                 .await
-                .unwrap()
+                .unwrap(),
+            passerelle_store::MailboxFill::Filled
         );
     }
 

@@ -12,6 +12,10 @@
 //! on its next connection (same ids). Ephemeral envelopes are pushed as they
 //! come. A second connection of the same device replaces the first.
 //!
+//! Client frames of an unknown `type` are ignored (logged at debug);
+//! binary frames and frames that are not JSON or lack a `type` close the
+//! connection with `1008`.
+//!
 //! Memory per connection stays small: small read and write buffers, one
 //! page of envelopes at a time, and a bounded buffer of ephemeral ones.
 
@@ -43,6 +47,9 @@ const MAX_ACK_IDS: usize = 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// Frames are written out once this many bytes are buffered (or at flush).
 const WRITE_BUFFER: usize = 8 * 1024;
+
+/// The `type`s of [`ClientFrame`] this hub understands; others are ignored.
+const KNOWN_CLIENT_FRAMES: &[&str] = &["ack"];
 
 /// Close codes (RFC 6455 and the private range).
 mod code {
@@ -209,9 +216,28 @@ impl Cursor<'_> {
         }
     }
 
-    /// Handles one frame from the device.
+    /// Handles one frame from the device. A frame of a `type` this hub
+    /// does not know is ignored (a newer client may send it); a frame that
+    /// is not JSON, has no `type`, or is a known type with bad fields closes
+    /// the connection.
     async fn client_frame(&mut self, text: &str) -> Result<(), End> {
-        match serde_json::from_str::<ClientFrame>(text) {
+        let malformed = || End::Close(code::POLICY, "malformed frame");
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|_| malformed())?;
+        let kind = value.get("type").and_then(serde_json::Value::as_str);
+        match kind {
+            None => return Err(malformed()),
+            Some(kind) if !KNOWN_CLIENT_FRAMES.contains(&kind) => {
+                tracing::debug!(
+                    account = %self.account,
+                    device = %self.device,
+                    frame_type = kind,
+                    "ignored a frame of an unknown type"
+                );
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        match serde_json::from_value::<ClientFrame>(value) {
             Ok(ClientFrame::Ack { ids }) => {
                 if ids.len() > MAX_ACK_IDS {
                     return Err(End::Close(code::POLICY, "too many ids in one ack"));
@@ -231,7 +257,7 @@ impl Cursor<'_> {
                 Ok(())
             }
             Ok(_) => Ok(()),
-            Err(_) => Err(End::Close(code::POLICY, "unknown or malformed frame")),
+            Err(_) => Err(malformed()),
         }
     }
 }
@@ -264,4 +290,17 @@ async fn send_envelope(sink: &mut Sink, envelope: Envelope) -> Result<(), End> {
 /// Resolves when the hub shuts down.
 pub(crate) async fn stopping(signal: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = signal.wait_for(|&stop| stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame type the proto defines is known here.
+    #[test]
+    fn known_frames_match_the_proto() {
+        let ack = serde_json::to_value(ClientFrame::Ack { ids: Vec::new() }).unwrap();
+        let kind = ack.get("type").and_then(serde_json::Value::as_str).unwrap();
+        assert!(KNOWN_CLIENT_FRAMES.contains(&kind));
+    }
 }

@@ -27,6 +27,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
+pub mod hooked;
+
 pub const PASSWORD: &str = "a-long-device-password-0123456789";
 
 pub struct Hub {
@@ -56,7 +58,7 @@ impl Hub {
         Self::with_store(Config::default(), store, Some(dir)).await
     }
 
-    async fn with_store(
+    pub async fn with_store(
         mut config: Config,
         store: Arc<dyn passerelle_store::Store>,
         data: Option<tempfile::TempDir>,

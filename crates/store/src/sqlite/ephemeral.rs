@@ -6,7 +6,10 @@ use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use uuid::Uuid;
 
 use super::columns::{Db as _, account_blob, account_id, corrupt, expiry, expiry_from, u32_from};
-use crate::{Millis, Result, StoreError, VerificationRecord};
+use crate::{
+    AttemptEffect, MailboxFill, Millis, Result, StoreError, VerificationOutcome,
+    VerificationRecord, judge_attempt,
+};
 
 pub(super) fn save_verification(conn: &Connection, record: &VerificationRecord) -> Result<()> {
     conn.prepare_cached(
@@ -56,6 +59,32 @@ pub(super) fn delete_verification(conn: &Connection, id: Uuid) -> Result<()> {
         .execute([id.as_bytes()])
         .db()?;
     Ok(())
+}
+
+/// Runs on the writer: the read, the judgement and the write are one
+/// critical section.
+pub(super) fn attempt_verification(
+    conn: &Connection,
+    id: Uuid,
+    code_hash: &[u8],
+    now: Millis,
+    max_attempts: u32,
+) -> Result<VerificationOutcome> {
+    let Some(record) = verification(conn, id)? else {
+        return Ok(VerificationOutcome::Unknown);
+    };
+    let (outcome, effect) = judge_attempt(&record, code_hash, now, max_attempts);
+    match effect {
+        AttemptEffect::Keep => {}
+        AttemptEffect::Delete => delete_verification(conn, id)?,
+        AttemptEffect::Count(attempts) => {
+            conn.prepare_cached("UPDATE verifications SET attempts = ?2 WHERE id = ?1")
+                .db()?
+                .execute(params![id.as_bytes(), attempts])
+                .db()?;
+        }
+    }
+    Ok(outcome)
 }
 
 pub(super) fn save_link_token(
@@ -122,13 +151,43 @@ pub(super) fn fill_mailbox(
     id: Uuid,
     message: &[u8],
     now: Millis,
-) -> Result<bool> {
+) -> Result<MailboxFill> {
     let filled = conn
-        .prepare_cached("UPDATE mailboxes SET message = ?2 WHERE id = ?1 AND ?3 < expires_at")
+        .prepare_cached(
+            "UPDATE mailboxes SET message = ?2
+             WHERE id = ?1 AND ?3 < expires_at AND message IS NULL",
+        )
         .db()?
         .execute(params![id.as_bytes(), message, expiry(now)])
         .db()?;
-    Ok(filled > 0)
+    if filled > 0 {
+        return Ok(MailboxFill::Filled);
+    }
+    let occupied = conn
+        .prepare_cached(
+            "SELECT 1 FROM mailboxes WHERE id = ?1 AND ?2 < expires_at AND message IS NOT NULL",
+        )
+        .db()?
+        .exists(params![id.as_bytes(), expiry(now)])
+        .db()?;
+    Ok(if occupied {
+        MailboxFill::Occupied
+    } else {
+        MailboxFill::Missing
+    })
+}
+
+pub(super) fn purge_expired(conn: &Connection, now: Millis) -> Result<u64> {
+    let mut purged = 0;
+    for sql in [
+        "DELETE FROM verifications WHERE expires_at <= ?1",
+        "DELETE FROM link_tokens WHERE expires_at <= ?1",
+        "DELETE FROM mailboxes WHERE expires_at <= ?1",
+    ] {
+        let n = conn.prepare_cached(sql).db()?.execute([expiry(now)]).db()?;
+        purged += u64::try_from(n).unwrap_or(u64::MAX);
+    }
+    Ok(purged)
 }
 
 pub(super) fn take_mailbox(conn: &Connection, id: Uuid, now: Millis) -> Result<Option<Vec<u8>>> {
