@@ -3,9 +3,9 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
-use passerelle_client::{Client, Event};
+use passerelle_client::{Client, ClientError, Event, ReceiptKind};
 use passerelle_proto::content::Body;
 use passerelle_proto::{Address, DeviceId, IdentifierScheme};
 
@@ -91,6 +91,13 @@ enum ChatCommand {
         /// The contact's address.
         with: Address,
     },
+    /// Accept the new identity key of a contact whose safety number
+    /// changed after you verified it (e.g. they reinstalled). Compare
+    /// safety numbers and verify again afterwards.
+    AcceptIdentity {
+        /// The contact's address.
+        with: Address,
+    },
     /// Link this machine as a new device of an existing account: shows a
     /// code (and QR code) to approve on a device of that account.
     Link {
@@ -114,7 +121,7 @@ enum ChatCommand {
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let home = profile::home(args.home.as_deref());
-    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    profile::create_home(&home)?;
     let who = args.who.as_deref();
     match args.command {
         ChatCommand::Apps => {
@@ -158,8 +165,16 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
         ChatCommand::Send { to, text } => {
             let client = profile::open(&home, who)?;
-            let sent = client.send_text(&to, &text.join(" ")).await?;
-            println!("sent to {to} at {}", sent.sent_at);
+            match client.send_text(&to, &text.join(" ")).await {
+                Ok(sent) => println!("sent to {to} at {}", sent.sent_at),
+                Err(ClientError::UntrustedIdentity { .. }) => bail!(
+                    "not sent: the safety number with {to} changed since you verified it \
+                     (they may have reinstalled, or someone may be intercepting). \
+                     Check with them, then accept the new key with \
+                     `passerelle chat accept-identity {to}` and compare safety numbers again"
+                ),
+                Err(e) => return Err(e.into()),
+            }
         }
         ChatCommand::Listen { once } => {
             let client = profile::open(&home, who)?;
@@ -205,6 +220,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             let client = profile::open(&home, who)?;
             client.verify(&with).await?;
             println!("{with} is now verified");
+        }
+        ChatCommand::AcceptIdentity { with } => {
+            let client = profile::open(&home, who)?;
+            client.accept_identity(&with).await?;
+            println!(
+                "accepted the new identity of {with} (not verified): compare safety numbers \
+                 with `passerelle chat safety-number {with}`, then `passerelle chat verify {with}`"
+            );
         }
         ChatCommand::Link { device_name } => {
             let pending_path = profile::pending_path(&home);
@@ -321,7 +344,11 @@ pub fn render(event: &Event) -> String {
             kind,
             sent_at,
         } => {
-            format!("{from} {kind:?} receipt for {} message(s)", sent_at.len())
+            let kind = match kind {
+                ReceiptKind::Delivery => "delivery",
+                ReceiptKind::Read => "read",
+            };
+            format!("{from} {kind} receipt for {} message(s)", sent_at.len())
         }
         Event::Typing { from, started } => {
             format!(
@@ -350,7 +377,11 @@ pub fn render(event: &Event) -> String {
         Event::Undecryptable { from, reason, .. } => {
             format!("a message from {from} could not be read ({reason})")
         }
-        other => format!("{other:?}"),
+        Event::Unsupported { from, reason, .. } => {
+            format!("a message from {from} needs a newer passerelle ({reason})")
+        }
+        Event::QueueEmpty => "(up to date)".to_owned(),
+        _ => "(an event this version does not show)".to_owned(),
     }
 }
 
@@ -369,7 +400,18 @@ pub fn describe(body: Option<&Body>) -> String {
         }
         Some(Body::Edit { text, .. }) => format!("(edited) {text}"),
         Some(Body::Delete { .. }) => "(deleted a message)".to_owned(),
-        Some(other) => format!("{other:?}"),
+        Some(Body::DeliveryReceipt { sent_at }) => {
+            format!("(delivery receipt for {} message(s))", sent_at.len())
+        }
+        Some(Body::ReadReceipt { sent_at }) => {
+            format!("(read receipt for {} message(s))", sent_at.len())
+        }
+        Some(Body::Typing { started: true }) => "(typing)".to_owned(),
+        Some(Body::Typing { started: false }) => "(stopped typing)".to_owned(),
+        Some(Body::SentTranscript {
+            destination, body, ..
+        }) => format!("(to {destination}) {}", describe(Some(body))),
+        Some(_) => "(a message this version does not show)".to_owned(),
     }
 }
 

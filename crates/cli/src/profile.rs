@@ -19,6 +19,19 @@ pub fn home(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// Creates the home (and its missing parents) readable by its owner only:
+/// it holds the devices' keys and histories. An existing directory is left
+/// as it is.
+pub fn create_home(home: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(home)
+        .with_context(|| format!("creating {}", home.display()))
+}
+
 const SUFFIX: &str = ".sqlite3";
 
 /// The database file of a device: `<address>#<device>.sqlite3`.

@@ -273,8 +273,9 @@ fn cli(hub: &Hub, home: &Path, args: &[&str]) -> String {
 #[test]
 fn the_command_line_client_registers_sends_and_listens() {
     let hub = Hub::start();
-    let home = tempfile::tempdir().unwrap();
-    let home = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    // A home that does not exist yet: the CLI creates it.
+    let home = &dir.path().join("passerelle");
     assert!(cli(&hub, home, &["apps"]).contains("phone number"));
     cli(
         &hub,
@@ -289,6 +290,16 @@ fn the_command_line_client_registers_sends_and_listens() {
     let accounts = cli(&hub, home, &["accounts"]);
     assert!(accounts.contains("ada@parley#1"), "{accounts}");
     assert!(accounts.contains("+15550100200@chime#1"), "{accounts}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(home), 0o700);
+        for entry in std::fs::read_dir(home).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
 
     cli(
         &hub,
@@ -335,4 +346,19 @@ fn the_command_line_client_registers_sends_and_listens() {
         conversations.contains("verified") && !conversations.contains("not verified"),
         "{conversations}"
     );
+    // Accepting the key the hub holds (here the same one) leaves the contact
+    // unverified until compared again.
+    let accepted = cli(
+        &hub,
+        home,
+        &[
+            "--as",
+            "+15550100200@chime",
+            "accept-identity",
+            "ada@parley",
+        ],
+    );
+    assert!(accepted.contains("accepted"), "{accepted}");
+    let conversations = cli(&hub, home, &["--as", "+15550100200@chime", "conversations"]);
+    assert!(conversations.contains("not verified"), "{conversations}");
 }

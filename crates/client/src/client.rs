@@ -85,6 +85,25 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Locks the store; a poisoned lock (a panic while it was held) is a
+/// storage error.
+fn lock_store(store: &Mutex<LocalStore>) -> Result<std::sync::MutexGuard<'_, LocalStore>> {
+    store
+        .lock()
+        .map_err(|_| ClientError::Storage("local store lock poisoned".into()))
+}
+
+/// Runs `f` in a blocking task.
+async fn spawn_store_task<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClientError::Storage(format!("store task failed: {e}")))?
+}
+
 /// Runs `f` on the store in a blocking task.
 pub(crate) async fn blocking<T, F>(store: &Arc<Mutex<LocalStore>>, f: F) -> Result<T>
 where
@@ -92,14 +111,7 @@ where
     F: FnOnce(&mut LocalStore) -> Result<T> + Send + 'static,
 {
     let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        let mut guard = store
-            .lock()
-            .map_err(|_| ClientError::Storage("local store lock poisoned".into()))?;
-        f(&mut guard)
-    })
-    .await
-    .map_err(|e| ClientError::Storage(format!("store task failed: {e}")))?
+    spawn_store_task(move || f(&mut *lock_store(&store)?)).await
 }
 
 impl Client {
@@ -148,17 +160,8 @@ impl Client {
             pair: IdentityKeyPair::generate(&mut OsRng),
             registration_id: generate_registration_id(&mut OsRng),
         };
-        let (store, upload) = {
-            let path = db_path.as_ref().to_owned();
-            let base = base.to_string();
-            let password = password.clone();
-            let identity = identity.clone();
-            tokio::task::spawn_blocking(move || {
-                new_device_store(&path, &base, &password, &identity)
-            })
-            .await
-            .map_err(|e| ClientError::Storage(format!("store task failed: {e}")))??
-        };
+        let (store, upload) =
+            new_device_store(db_path.as_ref(), base.as_str(), &password, &identity).await?;
         let request = RegisterAccount {
             app,
             handle: handle.map(str::to_owned),
@@ -195,12 +198,9 @@ impl Client {
     }
 
     pub(crate) fn from_store(store: Arc<Mutex<LocalStore>>) -> Result<Client> {
-        let credentials = {
-            let guard = store
-                .lock()
-                .map_err(|_| ClientError::Storage("local store lock poisoned".into()))?;
-            guard.credentials()?.ok_or(ClientError::NotRegistered)?
-        };
+        let credentials = lock_store(&store)?
+            .credentials()?
+            .ok_or(ClientError::NotRegistered)?;
         let base = parse_server_url(&credentials.server_url)?;
         let auth = BasicAuth {
             user: format!("{}.{}", credentials.account_id, credentials.device_id),
@@ -254,10 +254,7 @@ impl Client {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, LocalStore>> {
-        self.inner
-            .store
-            .lock()
-            .map_err(|_| ClientError::Storage("local store lock poisoned".into()))
+        lock_store(&self.inner.store)
     }
 
     pub(crate) fn take_notices(&self) -> Vec<Event> {
@@ -491,7 +488,7 @@ impl Client {
                     .with_store(move |s, _| s.session_devices(account))
                     .await?;
                 if sessions.is_empty() {
-                    self.fetch_bundles(account, None).await?;
+                    self.fetch_bundles(account, None, false).await?;
                     sessions = self
                         .with_store(move |s, _| s.session_devices(account))
                         .await?;
@@ -526,7 +523,7 @@ impl Client {
                 }
                 for device in &encrypted.need_bundles {
                     if let Ok(d) = DeviceId::new(*device) {
-                        self.fetch_bundles(account, Some(d)).await?;
+                        self.fetch_bundles(account, Some(d), false).await?;
                     }
                 }
                 pending = encrypted.need_bundles;
@@ -537,10 +534,13 @@ impl Client {
                 messages,
                 online_only,
             };
+            // Sent again as is after a timeout or a 503: the same
+            // ciphertexts, which the recipient drops as replays if the first
+            // one arrived.
             let result = self
                 .inner
                 .http
-                .call::<SendMessage>(&[&account.to_string()], &request)
+                .call_retrying_once::<SendMessage>(&[&account.to_string()], &request)
                 .await;
             let error = match result {
                 Ok(sent) => return Ok(Some(sent.server_timestamp)),
@@ -574,7 +574,7 @@ impl Client {
                     })
                     .await?;
                     for device in missing {
-                        self.fetch_bundles(account, Some(device)).await?;
+                        self.fetch_bundles(account, Some(device), false).await?;
                     }
                 }
                 Some(ProblemType::StaleDevices) => {
@@ -587,7 +587,7 @@ impl Client {
                     self.with_store(move |s, _| s.archive_devices(account, &ids, now_ms()))
                         .await?;
                     for device in stale.stale_devices {
-                        self.fetch_bundles(account, Some(device)).await?;
+                        self.fetch_bundles(account, Some(device), false).await?;
                     }
                 }
                 _ => return Err(error),
@@ -597,8 +597,15 @@ impl Client {
     }
 
     /// Fetches bundles (one device, or all with `None`) and starts
-    /// sessions. A device the hub no longer has loses its session.
-    async fn fetch_bundles(&self, account: AccountId, device: Option<DeviceId>) -> Result<()> {
+    /// sessions. A device the hub no longer has loses its session. With
+    /// `accept`, the bundles' identity key replaces the stored one even if
+    /// verified (see [`Client::accept_identity`]).
+    async fn fetch_bundles(
+        &self,
+        account: AccountId,
+        device: Option<DeviceId>,
+        accept: bool,
+    ) -> Result<()> {
         let which = device.map_or_else(|| "*".to_owned(), |d| d.to_string());
         let result = self
             .inner
@@ -622,7 +629,7 @@ impl Client {
         }
         let skip = (account == self.account_id()).then_some(self.device_id());
         let events = self
-            .with_store(move |s, _| s.process_bundles(&bundles, skip, now_ms(), &mut OsRng))
+            .with_store(move |s, _| s.process_bundles(&bundles, skip, accept, now_ms(), &mut OsRng))
             .await?;
         self.push_notices(events);
         Ok(())
@@ -747,7 +754,7 @@ impl Client {
         let account = self.resolve(address).await?;
         let peer = move |s: &mut LocalStore, _: &Me| protocol::peer_identity(&s.conn, account);
         if self.with_store(peer).await?.is_none() {
-            self.fetch_bundles(account, None).await?;
+            self.fetch_bundles(account, None, false).await?;
         }
         self.with_store(move |s, me| {
             let (theirs, _, _) = protocol::peer_identity(&s.conn, account)?.ok_or_else(|| {
@@ -782,6 +789,24 @@ impl Client {
         Ok(())
     }
 
+    /// Accepts the identity key `address`'s account now presents, after the
+    /// user was told that it changed (a send failed with
+    /// [`ClientError::UntrustedIdentity`]): the hub's current key is stored,
+    /// unverified, and sessions are started with it. Compare safety numbers
+    /// and [`verify`](Client::verify) again.
+    pub async fn accept_identity(&self, address: &Address) -> Result<()> {
+        let _one_at_a_time = self.inner.send_lock.lock().await;
+        let account = self.resolve(address).await?;
+        if account == self.account_id() {
+            return Err(ClientError::InvalidInput(
+                "this account's own identity cannot be replaced".into(),
+            ));
+        }
+        self.fetch_bundles(account, None, true).await?;
+        tracing::info!(peer = %account, "new identity key accepted");
+        Ok(())
+    }
+
     // ---- History -------------------------------------------------------------------------
 
     /// Every contact, most recent conversation first.
@@ -806,22 +831,30 @@ fn parse_app(app: &str) -> Result<AppId> {
 }
 
 /// Opens a new database for a device being registered or linked, stores its
-/// identity and password, and generates its first prekeys.
-pub(crate) fn new_device_store(
+/// identity and password, and generates its first prekeys (in a blocking
+/// task).
+pub(crate) async fn new_device_store(
     path: &Path,
     server_url: &str,
     password: &str,
     identity: &LocalIdentity,
 ) -> Result<(LocalStore, passerelle_proto::api::accounts::DeviceKeys)> {
-    let mut store = LocalStore::open(path)?;
-    let now = now_ms();
-    store.init_device(server_url, password, identity, now)?;
-    let tx = store.conn.transaction()?;
-    let upload = keys::generate(&tx, identity, KeyRequest::new_device(), now, &mut OsRng)?;
-    tx.commit()?;
-    let keys = keys::device_keys(upload)
-        .ok_or_else(|| ClientError::Storage("new device keys incomplete".into()))?;
-    Ok((store, keys))
+    let path = path.to_owned();
+    let server_url = server_url.to_owned();
+    let password = Zeroizing::new(password.to_owned());
+    let identity = identity.clone();
+    spawn_store_task(move || {
+        let mut store = LocalStore::open(&path)?;
+        let now = now_ms();
+        store.init_device(&server_url, &password, &identity, now)?;
+        let tx = store.conn.transaction()?;
+        let upload = keys::generate(&tx, &identity, KeyRequest::new_device(), now, &mut OsRng)?;
+        tx.commit()?;
+        let keys = keys::device_keys(upload)
+            .ok_or_else(|| ClientError::Storage("new device keys incomplete".into()))?;
+        Ok((store, keys))
+    })
+    .await
 }
 
 /// How long to wait between two looks at a provisioning mailbox.

@@ -1,6 +1,6 @@
 //! What can go wrong in the SDK.
 
-use passerelle_proto::{Problem, ProblemType};
+use passerelle_proto::{AccountId, Address, Problem, ProblemType};
 
 use crate::provisioning::ProvisioningError;
 
@@ -49,6 +49,17 @@ pub enum ClientError {
     /// does not decrypt.
     #[error("linking: {0}")]
     Provisioning(#[from] ProvisioningError),
+    /// A peer whose identity key the user verified presented another key:
+    /// nothing was sent and nothing stored. Compare safety numbers again,
+    /// and accept the new key with
+    /// [`Client::accept_identity`](crate::Client::accept_identity).
+    #[error("the verified identity key of {} changed; accept the new key to continue", .address.as_ref().map_or_else(|| account.to_string(), ToString::to_string))]
+    UntrustedIdentity {
+        /// The peer's account.
+        account: AccountId,
+        /// Its address, when known.
+        address: Option<Address>,
+    },
     /// The recipient's device list kept changing while sending.
     #[error("the recipient's devices did not settle after {0} attempts")]
     DevicesUnsettled(u32),

@@ -11,8 +11,11 @@ use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request may take: longer than the hub's own request
+/// timeout (30 s by default), so that a slow request ends with the hub's
+/// answer rather than with the client giving up while the hub may still
+/// commit it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP Basic credentials of a device: `account_id.device_id` and the
@@ -100,6 +103,26 @@ impl Http {
         params: &[&str],
         body: &E::Request,
     ) -> Result<E::Response> {
+        self.call_inner::<E>(params, body, 1).await
+    }
+
+    /// Like [`Http::call`], but sends the identical request (the same bytes)
+    /// a second time after a transport error or a 503. Only for requests
+    /// whose repetition is harmless.
+    pub(crate) async fn call_retrying_once<E: Endpoint>(
+        &self,
+        params: &[&str],
+        body: &E::Request,
+    ) -> Result<E::Response> {
+        self.call_inner::<E>(params, body, 2).await
+    }
+
+    async fn call_inner<E: Endpoint>(
+        &self,
+        params: &[&str],
+        body: &E::Request,
+        attempts: u32,
+    ) -> Result<E::Response> {
         let encoded: Vec<String> = params.iter().map(|p| encode_param(p)).collect();
         let encoded: Vec<&str> = encoded.iter().map(String::as_str).collect();
         let path = fill_path(E::PATH, &encoded);
@@ -113,17 +136,47 @@ impl Http {
             Method::Put => reqwest::Method::PUT,
             Method::Delete => reqwest::Method::DELETE,
         };
-        let mut request = self.client.request(method, url);
-        if E::AUTHENTICATED {
-            let auth = self.auth.as_ref().ok_or(ClientError::NotRegistered)?;
-            request = request.basic_auth(&auth.user, Some(auth.password.as_str()));
-        }
-        if matches!(E::METHOD, Method::Post | Method::Put) {
-            request = request.json(body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
+        let auth = if E::AUTHENTICATED {
+            Some(self.auth.as_ref().ok_or(ClientError::NotRegistered)?)
+        } else {
+            None
+        };
+        let json = match E::METHOD {
+            Method::Post | Method::Put => Some(
+                serde_json::to_vec(body)
+                    .map_err(|e| ClientError::InvalidInput(format!("request body: {e}")))?,
+            ),
+            Method::Get | Method::Delete => None,
+        };
+        let mut attempt = 0;
+        let (status, bytes) = loop {
+            attempt += 1;
+            let mut request = self.client.request(method.clone(), url.clone());
+            if let Some(auth) = auth {
+                request = request.basic_auth(&auth.user, Some(auth.password.as_str()));
+            }
+            if let Some(json) = &json {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone());
+            }
+            let answer = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    response.bytes().await.map(|bytes| (status, bytes))
+                }
+                Err(e) => Err(e),
+            };
+            let retry = match &answer {
+                Ok((status, _)) => *status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                Err(_) => true,
+            };
+            if retry && attempt < attempts {
+                tracing::debug!(attempt, path = E::PATH, "retrying the identical request");
+                continue;
+            }
+            break answer?;
+        };
         if !status.is_success() {
             return Err(match serde_json::from_slice::<Problem>(&bytes) {
                 Ok(problem) => problem.into(),
@@ -158,6 +211,85 @@ impl<E: Endpoint> MethodName for E {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_outlive_the_hubs_timeout() {
+        let hub = passerelle_server::config::Config::default()
+            .limits
+            .request_timeout;
+        assert!(REQUEST_TIMEOUT >= hub + Duration::from_secs(10));
+    }
+
+    /// A hub that answers 503 first, then 200, and records the bodies.
+    async fn flaky_hub() -> (Url, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for answer in [
+                "503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: 2\r\n\r\n{}",
+                "200 OK\r\ncontent-type: application/json\r\ncontent-length: 25\r\n\r\n{\"server_timestamp\":1234}",
+            ] {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body = loop {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if request.len() >= end + 4 + length {
+                            break request[end + 4..end + 4 + length].to_vec();
+                        }
+                    }
+                };
+                bodies.push(body);
+                let response = format!("HTTP/1.1 {answer}");
+                let response = response.replacen("\r\n", "\r\nconnection: close\r\n", 1);
+                socket.write_all(response.as_bytes()).await.unwrap();
+                socket.shutdown().await.unwrap();
+            }
+            bodies
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_send_is_retried_once_identically_after_a_503() {
+        use passerelle_proto::api::messages::{OutgoingMessage, SendMessage, SendMessages};
+        use passerelle_proto::envelope::EnvelopeKind;
+        let (url, hub) = flaky_hub().await;
+        let auth = BasicAuth {
+            user: "a.1".into(),
+            password: Zeroizing::new("password".into()),
+        };
+        let http = Http::new(url, Some(auth)).unwrap();
+        let request = SendMessages {
+            timestamp: 77,
+            messages: vec![OutgoingMessage {
+                device_id: passerelle_proto::DeviceId::PRIMARY,
+                registration_id: 5,
+                kind: EnvelopeKind::Message,
+                content: passerelle_proto::Base64Bytes(vec![1, 2, 3]),
+            }],
+            online_only: false,
+        };
+        let account = passerelle_proto::AccountId::random().to_string();
+        let sent = http
+            .call_retrying_once::<SendMessage>(&[&account], &request)
+            .await
+            .unwrap();
+        assert_eq!(sent.server_timestamp, 1234);
+        let bodies = hub.await.unwrap();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[0], bodies[1]);
+        assert_eq!(bodies[0], serde_json::to_vec(&request).unwrap());
+    }
 
     #[test]
     fn params_are_encoded() {

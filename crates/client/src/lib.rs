@@ -41,15 +41,26 @@
 //!   is rolled back on failure; an envelope that cannot be decrypted is
 //!   still marked processed (it would fail again), reported as
 //!   [`Event::Undecryptable`], and acknowledged. Only a failure of the
-//!   local database leaves an envelope unacknowledged.
+//!   local database leaves an envelope unacknowledged. A message that
+//!   decrypted keeps its ratchet step whatever the plaintext holds; a
+//!   newer format is reported as [`Event::Unsupported`].
 //! - **No lock across an await.** The store sits behind a
 //!   `std::sync::Mutex` and is used from `spawn_blocking`.
 //! - **Secrets stay in.** Passwords, keys and message text never reach
 //!   `Debug` output, errors or logs.
-//! - **Trust on first use.** A peer's first identity key is stored as
-//!   first-seen; a changed key replaces it, clears the `verified` flag and
+//! - **Trust on first use, until verified.** A peer's first identity key is
+//!   stored as first-seen; while unverified, a changed key replaces it and
 //!   is reported as [`Event::IdentityChanged`]. Apps compare
-//!   [`Client::safety_number`]s and call [`Client::verify`].
+//!   [`Client::safety_number`]s and call [`Client::verify`]. A verified key
+//!   is never replaced silently: a send fails with
+//!   [`ClientError::UntrustedIdentity`] (and messages under the new key are
+//!   [`Event::Undecryptable`]) until the user calls
+//!   [`Client::accept_identity`].
+//! - **Private files.** A new database is created with mode 0600 (its WAL
+//!   files follow).
+//! - **Retried sends are identical.** A send that timed out or met a 503 is
+//!   sent again once with the same body; the recipient drops the copy as a
+//!   replay.
 
 mod client;
 mod error;

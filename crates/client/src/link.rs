@@ -147,17 +147,13 @@ impl PendingLink {
             pair: data.identity.clone(),
             registration_id: generate_registration_id(&mut OsRng),
         };
-        let (store, keys) = {
-            let path = self.db_path.clone();
-            let base = self.http.base().to_string();
-            let password = password.clone();
-            let identity = identity.clone();
-            tokio::task::spawn_blocking(move || {
-                new_device_store(&path, &base, &password, &identity)
-            })
-            .await
-            .map_err(|e| ClientError::Storage(format!("store task failed: {e}")))??
-        };
+        let (store, keys) = new_device_store(
+            &self.db_path,
+            self.http.base().as_str(),
+            &password,
+            &identity,
+        )
+        .await?;
         let request = LinkDevice {
             token: data.link_token.to_string(),
             password: password.to_string(),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use passerelle_proto::api::keys::{Bundles, DeviceBundle};
 use passerelle_proto::api::messages::OutgoingMessage;
-use passerelle_proto::content::{Body, Content};
+use passerelle_proto::content::{Body, Content, ContentError};
 use passerelle_proto::envelope::{Envelope, EnvelopeKind, ServerNotice, Source};
 use passerelle_proto::{AccountId, Address, Base64Bytes, DeviceId};
 use passerelle_signal::store::{IdentityKeyStore, SessionStore};
@@ -43,8 +43,6 @@ pub(crate) struct Handled {
     pub(crate) events: Vec<Event>,
     /// The envelope was a PreKey message that consumed prekeys.
     pub(crate) used_prekey: bool,
-    /// The envelope had been processed before: nothing was done.
-    pub(crate) duplicate: bool,
 }
 
 /// Ciphertexts for the devices that have sessions, and the devices that
@@ -121,28 +119,48 @@ impl LocalStore {
 
     /// Starts sessions from bundles the hub gave (skipping `skip`, this
     /// device, when the bundles are of its own account). The bundle's
-    /// identity key is accepted (trust on first use); a changed one is
-    /// reported as an event.
+    /// identity key is accepted if unverified (trust on first use; a changed
+    /// one is reported as an event); a key other than a verified one is
+    /// refused with [`ClientError::UntrustedIdentity`] and nothing is
+    /// stored, unless `accept` (the user accepted the new key): then it is
+    /// stored, unverified.
     pub(crate) fn process_bundles<R: RngCore + CryptoRng>(
         &mut self,
         bundles: &Bundles,
         skip: Option<DeviceId>,
+        accept: bool,
         now: u64,
         rng: &mut R,
     ) -> Result<Vec<Event>> {
         let identity = self.identity_or_unregistered()?;
         let identity_key = IdentityKey::deserialize(bundles.identity_key.as_slice())
             .map_err(|_| bad_bundle("identity_key"))?;
+        let account = bundles.account_id;
         let tx = self.conn.transaction()?;
+        if accept {
+            protocol::accept_identity(&tx, account, &identity_key, now)?;
+        }
         let mut store = SignalStore::new(&tx, identity, now);
         for device in &bundles.devices {
             if Some(device.device_id) == skip {
                 continue;
             }
             let bundle = parse_bundle(identity_key, device)?;
-            let address = address_of(bundles.account_id, device.device_id.get());
-            store.save_identity(&address, &identity_key)?;
-            process_prekey_bundle(&address, &mut store, &bundle, system_time(now), rng)?;
+            let address = address_of(account, device.device_id.get());
+            let started = store.save_identity(&address, &identity_key).and_then(|_| {
+                process_prekey_bundle(&address, &mut store, &bundle, system_time(now), rng)
+            });
+            match started {
+                Ok(()) => {}
+                Err(SignalError::UntrustedIdentity(_)) if !store.backend_failed() => {
+                    // Dropping `tx` rolls back: nothing is stored.
+                    return Err(ClientError::UntrustedIdentity {
+                        account,
+                        address: history::contact_address(&tx, account)?,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let changed = std::mem::take(&mut store.changed);
         drop(store);
@@ -262,10 +280,8 @@ impl LocalStore {
         let identity = self.identity_or_unregistered()?;
         let mut tx = self.conn.transaction()?;
         if local::is_processed(&tx, envelope.id)? {
-            return Ok(Handled {
-                duplicate: true,
-                ..Handled::default()
-            });
+            tracing::debug!(envelope = %envelope.id, "redelivered envelope dropped");
+            return Ok(Handled::default());
         }
         let mut handled = Handled::default();
         match (envelope.kind, &envelope.source, &envelope.content) {
@@ -278,18 +294,50 @@ impl LocalStore {
                 let opened = {
                     let sp = tx.savepoint()?;
                     let opened = open(&sp, identity, kind, source, ciphertext, now, rng)?;
-                    if matches!(opened, Opened::Content { .. }) {
+                    // Once decrypted, the ratchet step and the prekeys used
+                    // stand, whatever the plaintext says.
+                    if let Opened::Decrypted { .. } = opened {
                         sp.commit()?;
                     }
                     opened
                 };
                 match opened {
-                    Opened::Content { content, changed } => {
+                    Opened::Decrypted { read, changed } => {
                         handled.used_prekey = kind == EnvelopeKind::PrekeyMessage;
                         handled.events.extend(identity_events(&tx, &changed)?);
-                        handled
-                            .events
-                            .extend(file_content(&tx, me, envelope, source, content, now)?);
+                        match read {
+                            Read::Content(content) => handled
+                                .events
+                                .extend(file_content(&tx, me, envelope, source, content, now)?),
+                            Read::Unsupported(reason) => {
+                                tracing::info!(
+                                    envelope = %envelope.id,
+                                    sender = %source.account_id,
+                                    %reason,
+                                    "content of a newer format dropped"
+                                );
+                                handled.events.push(Event::Unsupported {
+                                    from: source.address.clone(),
+                                    from_device: source.device_id,
+                                    envelope_id: envelope.id,
+                                    reason,
+                                });
+                            }
+                            Read::Unreadable(reason) => {
+                                tracing::info!(
+                                    envelope = %envelope.id,
+                                    sender = %source.account_id,
+                                    %reason,
+                                    "dropping a content that does not parse"
+                                );
+                                handled.events.push(Event::Undecryptable {
+                                    from: source.address.clone(),
+                                    from_device: source.device_id,
+                                    envelope_id: envelope.id,
+                                    reason,
+                                });
+                            }
+                        }
                     }
                     Opened::Refused(reason) => {
                         tracing::info!(
@@ -321,12 +369,55 @@ impl LocalStore {
 }
 
 enum Opened {
-    Content {
-        content: Content,
+    /// Decrypted: its ratchet step commits whatever the plaintext holds.
+    Decrypted {
+        read: Read,
         changed: Vec<String>,
     },
     Refused(String),
     Replayed,
+}
+
+/// What a decrypted plaintext holds.
+enum Read {
+    Content(Content),
+    /// A newer content version, or a body type this client does not know.
+    Unsupported(String),
+    /// Not a content at all.
+    Unreadable(String),
+}
+
+/// Parses a decrypted plaintext, telling a newer format from garbage.
+fn read(plaintext: &[u8]) -> Read {
+    match Content::from_padded(plaintext) {
+        Ok(content) => Read::Content(content),
+        Err(e @ ContentError::UnsupportedVersion(_)) => Read::Unsupported(e.to_string()),
+        Err(e) => match unknown_body_type(plaintext) {
+            Some(kind) => Read::Unsupported(format!("unknown body type {kind:?}")),
+            None => Read::Unreadable(e.to_string()),
+        },
+    }
+}
+
+/// The body's `type` (or, in a transcript, the inner body's), when it is
+/// one [`Body`] does not know.
+fn unknown_body_type(plaintext: &[u8]) -> Option<String> {
+    let end = plaintext.iter().rposition(|&b| b != 0)?;
+    let value: serde_json::Value = serde_json::from_slice(plaintext.get(..end)?).ok()?;
+    let mut body = value.get("body")?;
+    if body.get("type")?.as_str()? == "sent_transcript" {
+        body = body.get("body")?;
+    }
+    let kind = body.get("type")?.as_str()?;
+    // Whether serde knows the tag: a known one fails on missing fields
+    // instead.
+    let probe = serde_json::json!({ "type": kind });
+    match serde_json::from_value::<Body>(probe) {
+        Err(e) if e.to_string().starts_with("unknown variant") => {
+            Some(kind.chars().take(32).collect())
+        }
+        _ => None,
+    }
 }
 
 /// Decrypts and parses; `Err` only when the database failed.
@@ -354,13 +445,10 @@ fn open<R: RngCore + CryptoRng>(
         Err(SignalError::DuplicateMessage { .. }) => return Ok(Opened::Replayed),
         Err(e) => return Ok(Opened::Refused(e.to_string())),
     };
-    match Content::from_padded(&plaintext) {
-        Ok(content) => Ok(Opened::Content {
-            content,
-            changed: std::mem::take(&mut store.changed),
-        }),
-        Err(e) => Ok(Opened::Refused(e.to_string())),
-    }
+    Ok(Opened::Decrypted {
+        read: read(&plaintext),
+        changed: std::mem::take(&mut store.changed),
+    })
 }
 
 fn handle_notice(conn: &Connection, envelope: &Envelope) -> Result<Option<Event>> {
@@ -559,36 +647,41 @@ mod tests {
 
         fn send(&mut self, to: &Device, body: Body, sent_at: u64) -> Envelope {
             let content = Content::new(sent_at, body);
+            let envelope = self.send_plaintext(to, &content.to_padded(), sent_at);
+            let me = self.me.clone();
+            self.store
+                .record_sent(&me, to.me.account, &content, sent_at + 1)
+                .unwrap();
+            envelope
+        }
+
+        fn send_plaintext(&mut self, to: &Device, plaintext: &[u8], sent_at: u64) -> Envelope {
             let mut out = self
                 .store
                 .encrypt_for(
                     to.me.account,
                     &[to.me.device.get()],
-                    &content.to_padded(),
+                    plaintext,
                     sent_at,
                     &mut OsRng,
                 )
                 .unwrap();
             if !out.need_bundles.is_empty() {
                 self.store
-                    .process_bundles(&to.bundles(), None, sent_at, &mut OsRng)
+                    .process_bundles(&to.bundles(), None, false, sent_at, &mut OsRng)
                     .unwrap();
                 out = self
                     .store
                     .encrypt_for(
                         to.me.account,
                         &[to.me.device.get()],
-                        &content.to_padded(),
+                        plaintext,
                         sent_at,
                         &mut OsRng,
                     )
                     .unwrap();
             }
             assert!(out.need_bundles.is_empty());
-            let me = self.me.clone();
-            self.store
-                .record_sent(&me, to.me.account, &content, sent_at + 1)
-                .unwrap();
             let message = out.messages.remove(0);
             Envelope {
                 id: Uuid::new_v4(),
@@ -673,15 +766,14 @@ mod tests {
         assert_eq!(bob.receive(&envelope).events.len(), 1);
         // The hub redelivers the same envelope (the ack was lost).
         let again = bob.receive(&envelope);
-        assert!(again.duplicate);
         assert!(again.events.is_empty());
         // The same content in a new envelope (a replay under a new id) is
         // dropped by the ratchet, silently.
         let mut replay = envelope.clone();
         replay.id = Uuid::new_v4();
         let handled = bob.receive(&replay);
-        assert!(!handled.duplicate);
         assert!(handled.events.is_empty(), "{:?}", handled.events);
+        assert!(bob.store.is_processed(replay.id).unwrap());
         // A retry of the same message by the sender (same timestamp, new
         // ciphertext) is filed once and not reported again.
         let retry = alice.send(&bob, text("once"), 100);
@@ -695,12 +787,11 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_identity_clears_verified_and_is_reported() {
+    fn a_changed_unverified_identity_is_replaced_and_reported() {
         let mut alice = device("alice", AccountId::random(), 1);
         let mut bob = device("bob", AccountId::random(), 1);
         let first = bob.send(&alice, text("hi"), 100);
         assert_eq!(alice.receive(&first).events.len(), 1);
-        assert!(protocol::set_verified(&alice.store.conn, bob.me.account, true).unwrap());
 
         // Bob reinstalls: same account, new identity key.
         let mut reinstalled = device("bob", bob.me.account, 1);
@@ -728,6 +819,118 @@ mod tests {
     }
 
     #[test]
+    fn a_verified_identity_is_not_replaced_until_accepted() {
+        let mut alice = device("alice", AccountId::random(), 1);
+        let mut bob = device("bob", AccountId::random(), 1);
+        let first = alice.send(&bob, text("hi"), 100);
+        assert_eq!(bob.receive(&first).events.len(), 1);
+        assert!(protocol::set_verified(&alice.store.conn, bob.me.account, true).unwrap());
+        let verified = protocol::peer_identity(&alice.store.conn, bob.me.account).unwrap();
+        assert!(verified.as_ref().is_some_and(|v| v.2));
+
+        // Bob reinstalls: the hub now hands out bundles with a new key.
+        let mut reinstalled = device("bob", bob.me.account, 1);
+        let refused =
+            alice
+                .store
+                .process_bundles(&reinstalled.bundles(), None, false, 200, &mut OsRng);
+        assert!(
+            matches!(&refused, Err(ClientError::UntrustedIdentity { account, .. })
+                if *account == bob.me.account),
+            "{refused:?}"
+        );
+        // Nothing was stored: the verified key stays.
+        assert_eq!(
+            protocol::peer_identity(&alice.store.conn, bob.me.account).unwrap(),
+            verified
+        );
+
+        // A message under the new key is refused too, and changes nothing.
+        let forged = reinstalled.send(&alice, text("trust me"), 300);
+        let events = alice.receive(&forged).events;
+        assert!(
+            matches!(&events[..], [Event::Undecryptable { reason, .. }] if reason.contains("untrusted")),
+            "{events:?}"
+        );
+        assert_eq!(
+            protocol::peer_identity(&alice.store.conn, bob.me.account).unwrap(),
+            verified
+        );
+        assert_eq!(
+            history::history(&alice.store.conn, bob.me.account)
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // The user accepts the new key: stored unverified, and sessions work.
+        alice
+            .store
+            .process_bundles(&reinstalled.bundles(), None, true, 400, &mut OsRng)
+            .unwrap();
+        let (current, _, verified) = protocol::peer_identity(&alice.store.conn, bob.me.account)
+            .unwrap()
+            .unwrap();
+        assert!(!verified);
+        let new_identity = reinstalled.store.local_identity().unwrap().unwrap();
+        assert_eq!(current, *new_identity.pair.identity_key());
+        let welcome = alice.send(&reinstalled, text("welcome back"), 500);
+        assert_eq!(reinstalled.receive(&welcome).events.len(), 1);
+    }
+
+    #[test]
+    fn a_newer_content_is_reported_and_the_session_goes_on() {
+        let mut alice = device("alice", AccountId::random(), 1);
+        let mut bob = device("bob", AccountId::random(), 1);
+        // Contents of a newer format, each the first message of a new
+        // session (a PreKey message consuming one-time prekeys).
+        let future_version = br#"{"version":9,"sent_at":100,"body":{"type":"text","text":"x"}}"#;
+        let future_type = br#"{"version":1,"sent_at":100,"body":{"type":"poll","question":"x"}}"#;
+        let cases: [(&[u8], &str); 2] = [(future_version, "version 9"), (future_type, "\"poll\"")];
+        for (n, (plaintext, reason)) in cases.into_iter().enumerate() {
+            let mut padded = plaintext.to_vec();
+            padded.push(0x80);
+            let envelope = alice.send_plaintext(&bob, &padded, 100);
+            assert_eq!(envelope.kind, EnvelopeKind::PrekeyMessage);
+            let handled = bob.receive(&envelope);
+            assert!(handled.used_prekey);
+            assert!(
+                matches!(&handled.events[..], [Event::Unsupported { reason: r, .. }] if r.contains(reason)),
+                "{:?}",
+                handled.events
+            );
+            // The ratchet step and the one-time prekeys were committed.
+            let left = u32::try_from(1 - n).unwrap();
+            assert_eq!(
+                protocol::local_key_counts(&bob.store.conn).unwrap(),
+                (left, left)
+            );
+            // A replay under a new id is recognized as one.
+            let mut replay = envelope.clone();
+            replay.id = Uuid::new_v4();
+            assert!(bob.receive(&replay).events.is_empty());
+            // The next message on the session decrypts.
+            let next = alice.send(&bob, text("still there?"), 200 + n as u64);
+            assert!(
+                matches!(&bob.receive(&next).events[..], [Event::Message { .. }]),
+                "case {n}"
+            );
+            if n == 0 {
+                // A new session for the next case.
+                alice.store.drop_devices(bob.me.account, &[1]).unwrap();
+            }
+        }
+        // A known type with bad fields is garbage, still committed.
+        let mut padded = br#"{"version":1,"sent_at":1,"body":{"type":"text"}}"#.to_vec();
+        padded.push(0x80);
+        let envelope = alice.send_plaintext(&bob, &padded, 300);
+        assert!(matches!(
+            &bob.receive(&envelope).events[..],
+            [Event::Undecryptable { .. }]
+        ));
+    }
+
+    #[test]
     fn garbage_is_reported_and_not_retried() {
         let mut alice = device("alice", AccountId::random(), 1);
         let mut bob = device("bob", AccountId::random(), 1);
@@ -739,7 +942,7 @@ mod tests {
         let handled = bob.receive(&envelope);
         assert!(matches!(&handled.events[..], [Event::Undecryptable { .. }]));
         assert!(bob.store.is_processed(envelope.id).unwrap());
-        assert!(bob.receive(&envelope).duplicate);
+        assert!(bob.receive(&envelope).events.is_empty());
         // The failed decrypt left no session behind; alice's next PreKey
         // message still works.
         let ok = alice.send(&bob, text("y"), 200);

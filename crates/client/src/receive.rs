@@ -148,9 +148,6 @@ impl Listener {
                             return Some(Err(e));
                         }
                     };
-                    if handled.duplicate {
-                        tracing::debug!(envelope = %id, "redelivered envelope dropped");
-                    }
                     if let Err(e) = socket.ack(vec![id]).await {
                         // Committed but not acknowledged: report what it
                         // said; the redelivery will be dropped.

@@ -1,13 +1,18 @@
 //! What the SDK hands to apps: events, history entries, conversations,
 //! safety numbers.
 
+use std::fmt;
+
 use passerelle_proto::content::{Body, MessageRef};
 use passerelle_proto::{AccountId, Address, AppId, DeviceId, Handle};
 use uuid::Uuid;
 
 /// Something that happened, as the receive loop reports it. Events are
 /// emitted once the state behind them is committed to the local store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` output names bodies by type and length only: no message
+/// text.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// A message from someone: text, reply, reaction, edit or delete.
@@ -86,6 +91,18 @@ pub enum Event {
         /// Why, with nothing secret in it.
         reason: String,
     },
+    /// A message that decrypted but is of a newer format (content version or
+    /// body type) than this SDK reads; it was dropped. The session goes on.
+    Unsupported {
+        /// The sender.
+        from: Address,
+        /// The sending device.
+        from_device: DeviceId,
+        /// The envelope.
+        envelope_id: Uuid,
+        /// What is not supported, with nothing secret in it.
+        reason: String,
+    },
     /// Every envelope queued while this device was offline has been
     /// processed (only from [`Listener`](crate::Listener)s).
     QueueEmpty,
@@ -148,8 +165,9 @@ impl DeliveryState {
     }
 }
 
-/// One message of a conversation's history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One message of a conversation's history. Its `Debug` output names the
+/// body by type and length only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
     /// Who wrote it.
     pub direction: MessageDirection,
@@ -178,6 +196,136 @@ impl HistoryEntry {
             author: self.author,
             sent_at: self.sent_at,
         }
+    }
+}
+
+/// A body for `Debug`: its type and the length of its text, never the text.
+struct Redacted<'a>(&'a Body);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Body::Text { text } => write!(f, "Text({} bytes)", text.len()),
+            Body::Reply { text, .. } => write!(f, "Reply({} bytes)", text.len()),
+            Body::Reaction { remove, .. } => write!(f, "Reaction {{ remove: {remove} }}"),
+            Body::Edit { text, .. } => write!(f, "Edit({} bytes)", text.len()),
+            Body::Delete { .. } => f.write_str("Delete"),
+            Body::DeliveryReceipt { sent_at } => write!(f, "DeliveryReceipt({})", sent_at.len()),
+            Body::ReadReceipt { sent_at } => write!(f, "ReadReceipt({})", sent_at.len()),
+            Body::Typing { started } => write!(f, "Typing({started})"),
+            Body::SentTranscript { body, .. } => write!(f, "SentTranscript({:?})", Redacted(body)),
+            _ => f.write_str(".."),
+        }
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Message {
+                from,
+                from_account,
+                from_device,
+                sent_at,
+                server_timestamp,
+                body,
+            } => f
+                .debug_struct("Message")
+                .field("from", from)
+                .field("from_account", from_account)
+                .field("from_device", from_device)
+                .field("sent_at", sent_at)
+                .field("server_timestamp", server_timestamp)
+                .field("body", &Redacted(body))
+                .finish(),
+            Self::Receipt {
+                from,
+                kind,
+                sent_at,
+            } => f
+                .debug_struct("Receipt")
+                .field("from", from)
+                .field("kind", kind)
+                .field("sent_at", sent_at)
+                .finish(),
+            Self::Typing { from, started } => f
+                .debug_struct("Typing")
+                .field("from", from)
+                .field("started", started)
+                .finish(),
+            Self::SentTranscript {
+                device,
+                to,
+                to_account,
+                sent_at,
+                body,
+            } => f
+                .debug_struct("SentTranscript")
+                .field("device", device)
+                .field("to", to)
+                .field("to_account", to_account)
+                .field("sent_at", sent_at)
+                .field("body", &Redacted(body))
+                .finish(),
+            Self::Expired {
+                recipient,
+                recipient_device,
+                envelope_id,
+                sent_at,
+            } => f
+                .debug_struct("Expired")
+                .field("recipient", recipient)
+                .field("recipient_device", recipient_device)
+                .field("envelope_id", envelope_id)
+                .field("sent_at", sent_at)
+                .finish(),
+            Self::IdentityChanged { account, address } => f
+                .debug_struct("IdentityChanged")
+                .field("account", account)
+                .field("address", address)
+                .finish(),
+            Self::Undecryptable {
+                from,
+                from_device,
+                envelope_id,
+                reason,
+            } => f
+                .debug_struct("Undecryptable")
+                .field("from", from)
+                .field("from_device", from_device)
+                .field("envelope_id", envelope_id)
+                .field("reason", reason)
+                .finish(),
+            Self::Unsupported {
+                from,
+                from_device,
+                envelope_id,
+                reason,
+            } => f
+                .debug_struct("Unsupported")
+                .field("from", from)
+                .field("from_device", from_device)
+                .field("envelope_id", envelope_id)
+                .field("reason", reason)
+                .finish(),
+            Self::QueueEmpty => f.write_str("QueueEmpty"),
+        }
+    }
+}
+
+impl fmt::Debug for HistoryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistoryEntry")
+            .field("direction", &self.direction)
+            .field("author", &self.author)
+            .field("author_device", &self.author_device)
+            .field("sent_at", &self.sent_at)
+            .field("server_timestamp", &self.server_timestamp)
+            .field("body", &self.body.as_ref().map(Redacted))
+            .field("state", &self.state)
+            .field("edited_at", &self.edited_at)
+            .field("reactions", &self.reactions.len())
+            .finish()
     }
 }
 
@@ -215,4 +363,69 @@ pub struct SentMessage {
     pub sent_at: u64,
     /// When the hub accepted it.
     pub server_timestamp: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_message_text() {
+        let secret = "the eagle lands at dawn";
+        let from: Address = "alice@parley".parse().unwrap();
+        let text = Body::Text {
+            text: secret.into(),
+        };
+        let events = [
+            Event::Message {
+                from: from.clone(),
+                from_account: AccountId::random(),
+                from_device: DeviceId::PRIMARY,
+                sent_at: 1,
+                server_timestamp: 2,
+                body: text.clone(),
+            },
+            Event::SentTranscript {
+                device: DeviceId::PRIMARY,
+                to: from,
+                to_account: AccountId::random(),
+                sent_at: 1,
+                body: Body::SentTranscript {
+                    destination: "bob@parley".parse().unwrap(),
+                    destination_account: AccountId::random(),
+                    body: Box::new(Body::Reply {
+                        text: secret.into(),
+                        quote: MessageRef {
+                            author: AccountId::random(),
+                            sent_at: 1,
+                        },
+                    }),
+                },
+            },
+        ];
+        for event in &events {
+            let debug = format!("{event:?}");
+            assert!(!debug.contains("eagle"), "{debug}");
+            assert!(debug.contains("23 bytes"), "{debug}");
+        }
+        let entry = HistoryEntry {
+            direction: MessageDirection::Incoming,
+            author: AccountId::random(),
+            author_device: DeviceId::PRIMARY,
+            sent_at: 1,
+            server_timestamp: None,
+            body: Some(Body::Edit {
+                target: MessageRef {
+                    author: AccountId::random(),
+                    sent_at: 1,
+                },
+                text: secret.into(),
+            }),
+            state: DeliveryState::Received,
+            edited_at: None,
+            reactions: vec![(AccountId::random(), "🤫".into())],
+        };
+        let debug = format!("{entry:?}");
+        assert!(!debug.contains("eagle") && !debug.contains('🤫'), "{debug}");
+    }
 }

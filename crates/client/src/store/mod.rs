@@ -94,13 +94,33 @@ pub(crate) mod meta {
 /// retention, so that a redelivery is always recognized.
 pub(crate) const PROCESSED_RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
 
+/// Creates an empty file at `path`, mode 0600, unless there is one.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(ClientError::Storage(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl LocalStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
+    /// A new database file is created readable by its owner only (SQLite
+    /// gives its `-wal` and `-shm` files the same permissions): it holds the
+    /// device's keys, password and history.
     pub(crate) fn open(path: &Path) -> Result<Self> {
+        create_private(path)?;
         Self::setup(Connection::open(path)?)
     }
 
@@ -371,6 +391,29 @@ pub(crate) mod tests {
             pair: IdentityKeyPair::generate(&mut OsRng),
             registration_id: 4242,
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.sqlite3");
+        let mut store = LocalStore::open(&path).unwrap();
+        store
+            .init_device("http://127.0.0.1:1", "p4ssw0rd-p4ssw0rd", &identity(), 7)
+            .unwrap();
+        let mode = |suffix: &str| {
+            let file = dir.path().join(format!("device.sqlite3{suffix}"));
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode(""), 0o600);
+        assert_eq!(mode("-wal"), 0o600);
+        assert_eq!(mode("-shm"), 0o600);
+        drop(store);
+        // Reopening an existing database works and keeps its mode.
+        drop(LocalStore::open(&path).unwrap());
+        assert_eq!(mode(""), 0o600);
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! savepoint, so that an operation's writes commit or roll back together).
 //! Records keep libsignal's serialized formats.
 //!
-//! Trust policy: trust on first use. An identity key never seen is stored as
-//! the first-seen key; receiving is always trusted (the message already
-//! proves the sender holds the key); sending is trusted only to the key
-//! stored, so that a session built on a replaced key is not used. The
-//! client stores a new key it decides to accept (from a bundle) with
+//! Trust policy: trust on first use, except for verified keys. An identity
+//! key never seen is stored as the first-seen key; sending is trusted only
+//! to the key stored, so that a session built on a replaced key is not
+//! used. While the stored key is unverified, receiving is always trusted
+//! (the message already proves the sender holds the key) and the client
+//! stores a new key it decides to accept (from a bundle) with
 //! [`SignalStore::save_identity`] first; a replaced key clears the
 //! `verified` flag and is reported in [`SignalStore::changed`].
+//!
+//! Once the user verified the stored key, a different key is refused in
+//! every direction ([`SignalStore::save_identity`] fails with
+//! `UntrustedIdentity` and stores nothing) until the user accepts it with
+//! [`accept_identity`].
 
 use std::cell::Cell;
 
@@ -57,6 +63,21 @@ impl<'c> SignalStore<'c> {
         self.backend_failed.get()
     }
 
+    /// The stored key of `address`'s account, and whether it is verified.
+    fn stored(&self, address: &ProtocolAddress) -> SignalResult<Option<(IdentityKey, bool)>> {
+        let row: Option<(Vec<u8>, bool)> = self
+            .conn
+            .query_row(
+                "SELECT identity_key, verified FROM identities WHERE account_id = ?1",
+                [address.name()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.fail(e))?;
+        row.map(|(k, verified)| Ok((IdentityKey::deserialize(&k)?, verified)))
+            .transpose()
+    }
+
     fn fail(&self, e: rusqlite::Error) -> SignalError {
         self.backend_failed.set(true);
         SignalError::Storage(format!("local database: {e}"))
@@ -78,7 +99,7 @@ impl IdentityKeyStore for SignalStore<'_> {
         identity: &IdentityKey,
     ) -> SignalResult<IdentityChange> {
         let key = identity.serialize();
-        let stored = self.identity(address)?;
+        let stored = self.stored(address)?;
         match stored {
             None => {
                 self.conn
@@ -91,8 +112,15 @@ impl IdentityKeyStore for SignalStore<'_> {
                     .map_err(|e| self.fail(e))?;
                 Ok(IdentityChange::NewOrUnchanged)
             }
-            Some(old) if old == *identity => Ok(IdentityChange::NewOrUnchanged),
-            Some(_) => {
+            Some((old, _)) if old == *identity => Ok(IdentityChange::NewOrUnchanged),
+            Some((_, true)) => {
+                tracing::warn!(
+                    peer = address.name(),
+                    "a verified identity key was replaced: refused"
+                );
+                Err(SignalError::UntrustedIdentity(address.clone()))
+            }
+            Some((_, false)) => {
                 self.conn
                     .execute(
                         "UPDATE identities SET identity_key = ?2, verified = 0, changed_at = ?3
@@ -113,23 +141,16 @@ impl IdentityKeyStore for SignalStore<'_> {
         identity: &IdentityKey,
         direction: Direction,
     ) -> SignalResult<bool> {
-        match direction {
-            Direction::Receiving => Ok(true),
-            Direction::Sending => Ok(self.identity(address)?.is_none_or(|k| k == *identity)),
-        }
+        Ok(match (direction, self.stored(address)?) {
+            (_, None) => true,
+            (_, Some((stored, _))) if stored == *identity => true,
+            (Direction::Receiving, Some((_, verified))) => !verified,
+            (Direction::Sending, Some(_)) => false,
+        })
     }
 
     fn identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
-        let key: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT identity_key FROM identities WHERE account_id = ?1",
-                [address.name()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.fail(e))?;
-        key.map(|k| IdentityKey::deserialize(&k)).transpose()
+        Ok(self.stored(address)?.map(|(key, _)| key))
     }
 }
 
@@ -397,6 +418,27 @@ pub(crate) fn set_verified(conn: &Connection, account: AccountId, verified: bool
     )? == 1)
 }
 
+/// Stores `key` as the identity of `account` because the user accepted it:
+/// it replaces a verified key too, and is stored unverified.
+pub(crate) fn accept_identity(
+    conn: &Connection,
+    account: AccountId,
+    key: &IdentityKey,
+    now: u64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO identities (account_id, identity_key, first_seen_key, verified, first_seen_at)
+         VALUES (?1, ?2, ?2, 0, ?3)
+         ON CONFLICT (account_id) DO UPDATE SET
+             identity_key = excluded.identity_key,
+             verified = 0,
+             changed_at = CASE WHEN identities.identity_key = excluded.identity_key
+                               THEN identities.changed_at ELSE excluded.first_seen_at END",
+        params![account.to_string(), key.serialize().as_slice(), to_i64(now)],
+    )?;
+    Ok(())
+}
+
 /// How many one-time prekeys of each kind this device still holds.
 #[cfg(test)]
 pub(crate) fn local_key_counts(conn: &Connection) -> Result<(u32, u32)> {
@@ -496,6 +538,24 @@ mod tests {
             Some((first, first, true))
         );
 
+        // A verified key is not replaced silently: refused both ways, and
+        // nothing is stored.
+        for direction in [Direction::Sending, Direction::Receiving] {
+            assert!(!store.is_trusted_identity(&a, &second, direction).unwrap());
+        }
+        assert!(matches!(
+            store.save_identity(&a, &second),
+            Err(SignalError::UntrustedIdentity(refused)) if refused == a
+        ));
+        assert!(!store.backend_failed());
+        assert!(store.changed.is_empty());
+        assert_eq!(
+            peer_identity(&db.conn, peer).unwrap(),
+            Some((first, first, true))
+        );
+
+        // Unverified: trust on first use, receiving always trusted.
+        assert!(set_verified(&db.conn, peer, false).unwrap());
         assert!(
             !store
                 .is_trusted_identity(&a, &second, Direction::Sending)
@@ -517,6 +577,20 @@ mod tests {
             Some((second, first, false))
         );
         assert!(!set_verified(&db.conn, AccountId::random(), true).unwrap());
+
+        // Accepting a key replaces even a verified one, unverified.
+        assert!(set_verified(&db.conn, peer, true).unwrap());
+        accept_identity(&db.conn, peer, &first, 2).unwrap();
+        assert_eq!(
+            peer_identity(&db.conn, peer).unwrap(),
+            Some((first, first, false))
+        );
+        let stranger = AccountId::random();
+        accept_identity(&db.conn, stranger, &second, 2).unwrap();
+        assert_eq!(
+            peer_identity(&db.conn, stranger).unwrap(),
+            Some((second, second, false))
+        );
     }
 
     #[test]
