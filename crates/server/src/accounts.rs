@@ -23,6 +23,7 @@ use crate::config::AppConfig;
 use crate::extract::{Json, Path};
 use crate::keys::{check_device_keys, parse_identity_key};
 use crate::problem::{ApiError, ApiResult};
+use crate::ratelimit::{PerIp, Registrations, Verifications};
 use crate::state::AppState;
 
 /// How long a verification code is valid.
@@ -328,6 +329,7 @@ pub async fn lookup(
     caller: &Authenticated,
     address: &str,
 ) -> ApiResult<DirectoryEntry> {
+    state.rate_limits().check_directory(caller.account_id())?;
     let invalid = |detail: String| ApiError::new(ProblemType::InvalidParameter, detail);
     let address: Address = address
         .parse()
@@ -361,6 +363,7 @@ pub(crate) async fn list_apps_handler(State(state): State<AppState>) -> Json<App
 }
 
 pub(crate) async fn request_verification_handler(
+    _: PerIp<Verifications>,
     State(state): State<AppState>,
     Json(body): Json<VerificationRequest>,
 ) -> ApiResult<Json<VerificationSession>> {
@@ -368,6 +371,7 @@ pub(crate) async fn request_verification_handler(
 }
 
 pub(crate) async fn register_handler(
+    _: PerIp<Registrations>,
     State(state): State<AppState>,
     Json(body): Json<RegisterAccount>,
 ) -> ApiResult<Json<Registered>> {

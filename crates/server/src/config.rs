@@ -107,6 +107,48 @@ pub struct Limits {
     /// How often the hub pings an idle WebSocket.
     #[serde(with = "duration")]
     pub ws_ping_interval: Duration,
+    /// The most one-time prekeys of each kind a device may hold; an upload
+    /// that would go above is refused (`400 invalid-request`).
+    pub max_one_time_keys: u32,
+    /// The most envelopes queued for one device; a send that would go above
+    /// is refused whole (`429 rate-limited`).
+    pub max_queued_envelopes: u64,
+    /// Phone verification requests (`POST /v1/verifications`), per client IP.
+    pub rate_verification: Rate,
+    /// Registrations (`POST /v1/accounts`), per client IP.
+    pub rate_registration: Rate,
+    /// Provisioning mailboxes opened (`POST /v1/provisioning`), per client IP.
+    pub rate_provisioning: Rate,
+    /// Device links (`POST /v1/devices`), per client IP.
+    pub rate_link: Rate,
+    /// Directory lookups (`GET /v1/directory/{address}`), per account.
+    pub rate_directory: Rate,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_minute`. A
+/// `per_minute` of 0 turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per minute, sustained; 0: no limit.
+    pub per_minute: u32,
+    /// Requests at once, after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `per_minute` sustained, `burst` at once.
+    pub const fn new(per_minute: u32, burst: u32) -> Self {
+        Self { per_minute, burst }
+    }
+
+    /// No limit.
+    pub const OFF: Self = Self::new(0, 0);
+
+    /// Whether this limits anything.
+    pub fn is_on(&self) -> bool {
+        self.per_minute > 0
+    }
 }
 
 /// The expiry task.
@@ -157,6 +199,13 @@ impl Default for Limits {
             max_ws_message_bytes: 64 * 1024,
             delivery_page_size: 32,
             ws_ping_interval: Duration::from_secs(30),
+            max_one_time_keys: 1000,
+            max_queued_envelopes: 10_000,
+            rate_verification: Rate::new(10, 10),
+            rate_registration: Rate::new(60, 30),
+            rate_provisioning: Rate::new(60, 30),
+            rate_link: Rate::new(60, 30),
+            rate_directory: Rate::new(120, 60),
         }
     }
 }
@@ -298,6 +347,27 @@ impl Config {
         }
         if l.max_ws_message_bytes < 1024 {
             return invalid("limits.max_ws_message_bytes must be at least 1024".into());
+        }
+        if usize::try_from(l.max_one_time_keys).unwrap_or(usize::MAX) < l.max_keys_per_upload {
+            return invalid(
+                "limits.max_one_time_keys must be at least limits.max_keys_per_upload".into(),
+            );
+        }
+        if l.max_queued_envelopes == 0 {
+            return invalid("limits.max_queued_envelopes must be positive".into());
+        }
+        for (name, rate) in [
+            ("rate_verification", l.rate_verification),
+            ("rate_registration", l.rate_registration),
+            ("rate_provisioning", l.rate_provisioning),
+            ("rate_link", l.rate_link),
+            ("rate_directory", l.rate_directory),
+        ] {
+            if rate.is_on() && rate.burst == 0 {
+                return invalid(format!(
+                    "limits.{name}.burst must be at least 1 (or per_minute = 0 for no limit)"
+                ));
+            }
         }
         if l.max_provisioning_bytes == 0 {
             return invalid("limits.max_provisioning_bytes must be positive".into());
@@ -492,6 +562,26 @@ mod tests {
         c.limits.max_provisioning_bytes = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("limits.max_provisioning_bytes"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_checked_and_read_from_files() {
+        let mut c = Config::default();
+        c.limits.rate_link = Rate::new(5, 0);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.rate_link.burst"), "{e}");
+        c.limits.rate_link = Rate::OFF;
+        assert!(c.validate().is_ok());
+        c.limits.max_one_time_keys = 10;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.max_one_time_keys"), "{e}");
+
+        let text = "[apps.x]\nname = \"X\"\nscheme = \"username\"\n[limits]\n\
+                    max_queued_envelopes = 7\nrate_registration = { per_minute = 6, burst = 2 }\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.limits.max_queued_envelopes, 7);
+        assert_eq!(c.limits.rate_registration, Rate::new(6, 2));
+        assert_eq!(c.limits.rate_link, Limits::default().rate_link);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::clock::millis;
 use crate::extract::{Json, Path};
 use crate::keys::parse_identity_key;
 use crate::problem::{ApiError, ApiResult};
+use crate::ratelimit::{Links, Mailboxes, PerIp};
 use crate::state::AppState;
 
 /// How long a link token is valid.
@@ -200,6 +201,7 @@ pub(crate) async fn link_token_handler(
 }
 
 pub(crate) async fn link_handler(
+    _: PerIp<Links>,
     State(state): State<AppState>,
     Json(body): Json<LinkDevice>,
 ) -> ApiResult<Json<Linked>> {
@@ -207,6 +209,7 @@ pub(crate) async fn link_handler(
 }
 
 pub(crate) async fn open_mailbox_handler(
+    _: PerIp<Mailboxes>,
     State(state): State<AppState>,
 ) -> ApiResult<Json<Mailbox>> {
     open_mailbox(&state).await.map(Json)

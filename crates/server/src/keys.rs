@@ -189,11 +189,42 @@ pub fn check_device_keys(
 /// Stores prekeys of the calling device.
 pub async fn upload(state: &AppState, caller: &Authenticated, upload: UploadKeys) -> ApiResult<()> {
     let identity = parse_identity_key(&caller.account.identity_key).map_err(ApiError::internal)?;
-    let update = check_upload(&identity, &state.config().limits, &upload)?;
+    let limits = &state.config().limits;
+    let update = check_upload(&identity, limits, &upload)?;
+    let held = state
+        .store()
+        .key_counts(caller.account_id(), caller.device_id())
+        .await?;
+    check_room(limits.max_one_time_keys, held, &update)?;
     state
         .store()
         .store_keys(caller.account_id(), caller.device_id(), update)
         .await?;
+    Ok(())
+}
+
+/// Checks that a device holding `held` one-time prekeys may take the
+/// update's: at most `max` of each kind (`400 invalid-request` saying how
+/// many more fit). Every uploaded key counts, also one replacing a key id
+/// the device holds. Concurrent uploads of one device may each pass and go
+/// a little above: the cap bounds storage, it is not a contract.
+fn check_room(max: u32, held: passerelle_store::KeyCounts, update: &KeyUpdate) -> ApiResult<()> {
+    for (what, held, adding) in [
+        ("prekeys", held.pre_keys, update.pre_keys.len()),
+        (
+            "Kyber prekeys",
+            held.kyber_pre_keys,
+            update.kyber_pre_keys.len(),
+        ),
+    ] {
+        let room = max.saturating_sub(held);
+        if adding > usize::try_from(room).unwrap_or(usize::MAX) {
+            return Err(ApiError::invalid(format!(
+                "the device holds {held} one-time {what} of at most {max}: \
+                 there is room for {room} more, not {adding}"
+            )));
+        }
+    }
     Ok(())
 }
 

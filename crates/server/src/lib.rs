@@ -14,6 +14,7 @@
 //! | [`devices`] | device list and removal, link tokens, linking, provisioning mailboxes |
 //! | [`messages`] | sending |
 //! | [`delivery`] | the WebSocket and the fan-out behind the [`delivery::Delivery`] trait |
+//! | [`ratelimit`] | token buckets per client IP and per account |
 //! | [`retention`] | the expiry task |
 //! | [`metrics`] | Prometheus metrics and health probes |
 //! | [`openapi`] | the generated OpenAPI document |
@@ -49,6 +50,7 @@ pub mod messages;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod ratelimit;
 pub mod retention;
 mod routes;
 mod state;
@@ -172,7 +174,9 @@ pub async fn serve_on(
     let expiry = tokio::spawn(retention::run(state.clone()));
     let signal = state.clone();
     let mut stopped = state.shutdown_signal();
-    let result = axum::serve(listener, app(state.clone()))
+    // With the peer's address, for the rate limits per client IP.
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 () = shutdown => signal.shut_down(),

@@ -8,7 +8,9 @@
 //! ones) — for the sender's own account, every device but the sending one
 //! (sync copies); each registration id is current (`410 stale-devices`).
 //! A device removed between these checks and the commit is answered like
-//! the first check: `409 mismatched-devices`.
+//! the first check: `409 mismatched-devices`. Then (unless `online_only`)
+//! no recipient device may have its most queued envelopes (`429
+//! rate-limited`, naming the device).
 //!
 //! Queueing and waking run in a task of their own, so a request dropped
 //! after the commit (the client went away, the request timed out) still
@@ -101,6 +103,7 @@ pub async fn send(
         });
     }
 
+    check_queues(state, recipient, &expected).await?;
     let retention = state.config().policy(&account.address.app).retention;
     let expires_at = now.saturating_add(millis(retention));
     let queued: Vec<QueuedEnvelope> = envelopes
@@ -134,6 +137,34 @@ pub async fn send(
     Ok(Sent {
         server_timestamp: now,
     })
+}
+
+/// How long a sender refused for a full queue is told to wait.
+const FULL_QUEUE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Checks that no recipient device has its most queued envelopes
+/// (`limits.max_queued_envelopes`): else the send is refused whole, `429
+/// rate-limited`, naming the device. Concurrent sends may each pass and go
+/// a little above: the cap bounds storage, it is not a contract.
+async fn check_queues(
+    state: &AppState,
+    recipient: AccountId,
+    devices: &BTreeSet<DeviceId>,
+) -> ApiResult<()> {
+    let max = state.config().limits.max_queued_envelopes;
+    for &device in devices {
+        let queued = state.store().queued_count(recipient, device).await?;
+        if queued >= max {
+            return Err(ApiError::rate_limited(
+                format!(
+                    "device {device} of the recipient has {queued} envelopes waiting, \
+                     the most it may hold: try again once it has caught up"
+                ),
+                FULL_QUEUE_RETRY,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Queues envelopes durably, then wakes their devices.

@@ -19,6 +19,10 @@ pub enum ApiError {
     /// Something the client can act on.
     #[error("{0}")]
     Problem(Box<Problem>),
+    /// `429 rate-limited`, answered with a `Retry-After` header (whole
+    /// seconds, at least 1).
+    #[error("{0}")]
+    RateLimited(Box<Problem>, std::time::Duration),
     /// Something failed inside the hub; the text goes to the log, never to
     /// the client.
     #[error("internal error: {0}")]
@@ -43,6 +47,7 @@ impl ApiError {
     pub fn with<T: Serialize>(self, extension: &T) -> Self {
         match self {
             Self::Problem(p) => Self::Problem(Box::new(p.with(extension))),
+            Self::RateLimited(p, after) => Self::RateLimited(Box::new(p.with(extension)), after),
             internal => internal,
         }
     }
@@ -50,6 +55,14 @@ impl ApiError {
     /// `400 invalid-request`.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self::new(ProblemType::InvalidRequest, detail)
+    }
+
+    /// `429 rate-limited`: try again after `retry_after`.
+    pub fn rate_limited(detail: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self::RateLimited(
+            Box::new(Problem::new(ProblemType::RateLimited, detail)),
+            retry_after,
+        )
     }
 
     /// `404 not-found`.
@@ -70,7 +83,7 @@ impl ApiError {
     /// The problem type, if this is a client error.
     pub fn kind(&self) -> Option<ProblemType> {
         match self {
-            Self::Problem(p) => p.kind(),
+            Self::Problem(p) | Self::RateLimited(p, _) => p.kind(),
             Self::Internal(_) => None,
         }
     }
@@ -78,7 +91,7 @@ impl ApiError {
     /// The document the client receives. Internal errors are logged here.
     pub fn into_problem(self) -> Problem {
         match self {
-            Self::Problem(p) => *p,
+            Self::Problem(p) | Self::RateLimited(p, _) => *p,
             Self::Internal(message) => {
                 tracing::error!(error = %message, "request failed inside the hub");
                 Problem::new(
@@ -100,6 +113,10 @@ impl From<StoreError> for ApiError {
                 ProblemType::TooManyDevices,
                 format!("the account has {n} devices, the most its app allows"),
             ),
+            StoreError::DeviceIdsExhausted => Self::new(
+                ProblemType::TooManyDevices,
+                "the account has used every device id (1 to 127); ids are never given again",
+            ),
             StoreError::NoSuchAccount => Self::not_found("no such account"),
             StoreError::NoSuchDevice => Self::not_found("no such device"),
             other => Self::internal(other),
@@ -109,7 +126,20 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        problem_response(self.into_problem())
+        let retry_after = match &self {
+            Self::RateLimited(_, after) => Some(after.as_secs_f64().ceil().max(1.0)),
+            _ => None,
+        };
+        let mut response = problem_response(self.into_problem());
+        if let Some(seconds) = retry_after {
+            // Whole seconds, rounded up: never earlier than the hub allows.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let seconds = seconds.min(86_400.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -73,13 +73,13 @@ table! {
         tag: "accounts",
         summary: "Send a 6-digit code to a phone number (phone-number apps); valid 10 minutes, 5 attempts",
         params: [],
-        problems: [UnknownApp],
+        problems: [UnknownApp, RateLimited],
     },
     a::Register => accounts::register_handler {
         tag: "accounts",
         summary: "Register an account and its primary device; random-id apps draw the handle",
         params: [],
-        problems: [UnknownApp, BadSignature, VerificationFailed, HandleTaken],
+        problems: [UnknownApp, BadSignature, VerificationFailed, HandleTaken, RateLimited],
     },
     a::WhoAmI => accounts::who_am_i_handler {
         tag: "accounts",
@@ -91,7 +91,7 @@ table! {
         tag: "accounts",
         summary: "The account with an address (handle@app)",
         params: [Param::string("address", "The address, handle@app; the handle is canonicalized by the app's scheme.")],
-        problems: [NotAllowed, NotFound],
+        problems: [NotAllowed, NotFound, RateLimited],
     },
     k::Upload => keys::upload_handler {
         tag: "keys",
@@ -133,13 +133,13 @@ table! {
         tag: "devices",
         summary: "Add a device to an account with a link token; its keys must be signed by the account's identity key",
         params: [],
-        problems: [Forbidden, BadSignature, TooManyDevices],
+        problems: [Forbidden, BadSignature, TooManyDevices, RateLimited],
     },
     d::OpenMailbox => devices::open_mailbox_handler {
         tag: "devices",
         summary: "Open a provisioning mailbox for a device being linked (valid 10 minutes)",
         params: [],
-        problems: [],
+        problems: [RateLimited],
     },
     d::Provision => devices::provision_handler {
         tag: "devices",
@@ -157,7 +157,7 @@ table! {
         tag: "messages",
         summary: "Send one ciphertext to each device of an account (to the sender's own account: its other devices); answered once durably queued",
         params: [ACCOUNT_ID],
-        problems: [NotFound, NotAllowed, MismatchedDevices, StaleDevices],
+        problems: [NotFound, NotAllowed, MismatchedDevices, StaleDevices, RateLimited],
     },
 }
 

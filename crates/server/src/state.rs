@@ -1,5 +1,5 @@
 //! What every handler and task shares: the configuration, the store, the
-//! clock, the delivery fan-out and the shutdown signal.
+//! clock, the delivery fan-out, the rate limiters and the shutdown signal.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::delivery::{Delivery, InProcessDelivery, Registry};
+use crate::ratelimit::RateLimits;
 
 /// The hub's shared state; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +21,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     registry: Registry,
     delivery: Arc<dyn Delivery>,
+    rate_limits: RateLimits,
     shutdown: watch::Sender<bool>,
 }
 
@@ -66,6 +68,7 @@ impl AppStateBuilder {
             .unwrap_or_else(|| Arc::new(InProcessDelivery::new(self.registry.clone())));
         let (shutdown, _) = watch::channel(false);
         AppState(Arc::new(Inner {
+            rate_limits: RateLimits::new(&self.config.limits),
             config: self.config,
             store: self.store,
             clock: self.clock,
@@ -116,6 +119,11 @@ impl AppState {
     /// The delivery fan-out.
     pub fn delivery(&self) -> &dyn Delivery {
         self.0.delivery.as_ref()
+    }
+
+    /// The rate limiters.
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.0.rate_limits
     }
 
     /// Tells long-running tasks and connections to stop.

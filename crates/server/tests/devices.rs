@@ -247,3 +247,33 @@ async fn expired_short_lived_state_is_purged() {
     }
     panic!("the expired verification was not purged within 5 s");
 }
+
+async fn ids_are_never_given_again(hub: Hub) {
+    let alice = hub.register_username("reuser").await;
+    let laptop = hub.link_device(&alice, "laptop").await.unwrap();
+    assert_eq!(laptop.device_id.get(), 2);
+    // The primary removes device 2; the next device gets 3, not 2.
+    let _: Empty = alice.delete(&hub, "/v1/devices/2").await.unwrap();
+    let tablet = hub.link_device(&alice, "tablet").await.unwrap();
+    assert_eq!(tablet.device_id.get(), 3);
+    // A device removing itself frees no id either.
+    let _: Empty = tablet.delete(&hub, "/v1/devices/3").await.unwrap();
+    let phone = hub.link_device(&alice, "phone").await.unwrap();
+    assert_eq!(phone.device_id.get(), 4);
+    let list: DeviceList = alice.get(&hub, "/v1/devices").await.unwrap();
+    let ids: Vec<u32> = list.devices.iter().map(|d| d.device_id.get()).collect();
+    assert_eq!(ids, [1, 4]);
+    // The old device's credentials do not work for the new one's id.
+    let r = laptop.get::<DeviceList>(&hub, "/v1/devices").await;
+    assert_problem(r, ProblemType::Unauthorized);
+}
+
+#[tokio::test]
+async fn removed_device_ids_are_never_given_again() {
+    ids_are_never_given_again(Hub::start().await).await;
+}
+
+#[tokio::test]
+async fn removed_device_ids_are_never_given_again_on_sqlite() {
+    ids_are_never_given_again(Hub::sqlite().await).await;
+}

@@ -53,7 +53,8 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@by_ref $new_store;
             accounts_are_created_and_found,
             addresses_are_unique,
-            devices_get_the_lowest_free_id,
+            device_ids_are_never_reused,
+            device_ids_run_out_at_127,
             devices_are_limited,
             devices_are_added_concurrently,
             removing_a_device_removes_its_keys_and_envelopes,
@@ -66,6 +67,7 @@ macro_rules! store_conformance_tests {
             envelopes_round_trip,
             enqueue_is_all_or_nothing,
             enqueue_skips_known_ids,
+            queued_envelopes_are_counted,
             acknowledge_deletes_only_the_devices_envelopes,
             expired_envelopes_are_taken_once,
             verifications_are_saved_and_deleted,
@@ -316,28 +318,40 @@ pub async fn addresses_are_unique(store: &dyn Store) {
     account_with_keys(store, "alice2", 0).await;
 }
 
-/// A new device gets the lowest id not in use.
-pub async fn devices_get_the_lowest_free_id(store: &dyn Store) {
+/// A new device gets the account's next id: the id of a removed device is
+/// never given again.
+pub async fn device_ids_are_never_reused(store: &dyn Store) {
     let account = account_with_keys(store, "alice", 0).await;
     let add = |name: &str, now| store.add_device(account, new_device(name, full_keys(2), now), 10);
     assert_eq!(add("two", NOW + 1).await.unwrap(), device_id(2));
     assert_eq!(add("three", NOW + 2).await.unwrap(), device_id(3));
+    assert!(store.remove_device(account, device_id(3)).await.unwrap());
+    assert_eq!(add("four", NOW + 3).await.unwrap(), device_id(4));
     assert!(store.remove_device(account, device_id(2)).await.unwrap());
-    assert_eq!(add("two again", NOW + 3).await.unwrap(), device_id(2));
+    assert!(store.remove_device(account, device_id(4)).await.unwrap());
+    assert_eq!(add("five", NOW + 4).await.unwrap(), device_id(5));
+
+    // Another account counts from 2 on its own.
+    let other = account_with_keys(store, "bob", 0).await;
+    let added = store
+        .add_device(other, new_device("bob two", full_keys(0), NOW), 10)
+        .await
+        .unwrap();
+    assert_eq!(added, device_id(2));
 
     let devices = store.devices(account).await.unwrap();
     let listed: Vec<_> = devices
         .iter()
         .map(|d| (d.id.get(), d.name.as_str()))
         .collect();
-    assert_eq!(listed, vec![(1, "primary"), (2, "two again"), (3, "three")]);
+    assert_eq!(listed, vec![(1, "primary"), (5, "five")]);
     let two = &devices[1];
     assert_eq!(two.account_id, account);
     assert_eq!(two.registration_id, 4242);
-    assert_eq!(two.password_hash, b"hash of two again".to_vec());
-    assert_eq!((two.created_at, two.last_seen_at), (NOW + 3, NOW + 3));
+    assert_eq!(two.password_hash, b"hash of five".to_vec());
+    assert_eq!((two.created_at, two.last_seen_at), (NOW + 4, NOW + 4));
     assert_eq!(
-        store.key_counts(account, device_id(2)).await.unwrap(),
+        store.key_counts(account, device_id(5)).await.unwrap(),
         counts(2, 2)
     );
 
@@ -363,7 +377,7 @@ pub async fn devices_are_limited(store: &dyn Store) {
     );
     assert_eq!(store.devices(account).await.unwrap().len(), 3);
     assert!(store.remove_device(account, device_id(3)).await.unwrap());
-    assert_eq!(add().await.unwrap(), device_id(3));
+    assert_eq!(add().await.unwrap(), device_id(4));
 
     let none_allowed = store
         .add_device(account, new_device("x", KeyUpdate::default(), NOW), 0)
@@ -372,6 +386,34 @@ pub async fn devices_are_limited(store: &dyn Store) {
         matches!(none_allowed, Err(StoreError::TooManyDevices(_))),
         "{none_allowed:?}"
     );
+}
+
+/// Once an account has had device 127, it can have no new device, even
+/// with room under `max_devices`; nothing is added.
+pub async fn device_ids_run_out_at_127(store: &dyn Store) {
+    let account = account_with_keys(store, "alice", 0).await;
+    let adds = (2..=127).map(|_| {
+        store.add_device(
+            account,
+            new_device("many", KeyUpdate::default(), NOW),
+            u8::MAX,
+        )
+    });
+    for result in join_all(adds).await {
+        result.unwrap();
+    }
+    let removes = (2..=127).map(|id| store.remove_device(account, device_id(id)));
+    for removed in join_all(removes).await {
+        assert!(removed.unwrap());
+    }
+    let refused = store
+        .add_device(account, new_device("x", KeyUpdate::default(), NOW), 5)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::DeviceIdsExhausted)),
+        "{refused:?}"
+    );
+    assert_eq!(store.devices(account).await.unwrap().len(), 1);
 }
 
 /// Devices added at the same time get distinct ids, up to 127.
@@ -393,7 +435,7 @@ pub async fn devices_are_added_concurrently(store: &dyn Store) {
     assert_eq!(added, (2..=127).collect::<Vec<_>>());
     let refused = results
         .iter()
-        .filter(|r| matches!(r, Err(StoreError::TooManyDevices(127))))
+        .filter(|r| matches!(r, Err(StoreError::DeviceIdsExhausted)))
         .count();
     assert_eq!(refused, 4, "{results:?}");
     assert_eq!(store.devices(account).await.unwrap().len(), 127);
@@ -430,7 +472,8 @@ pub async fn removing_a_device_removes_its_keys_and_envelopes(store: &dyn Store)
     let expired = store.take_expired(Millis::MAX, 100).await.unwrap();
     assert_eq!(queued_ids(&expired), vec![to_one.envelope.id]);
 
-    // The other device kept its keys; a new device 2 starts empty.
+    // The other device kept its keys; a new device (3: ids are not given
+    // again) starts empty.
     assert_eq!(
         store.key_counts(account, DeviceId::PRIMARY).await.unwrap(),
         counts(2, 2)
@@ -439,9 +482,12 @@ pub async fn removing_a_device_removes_its_keys_and_envelopes(store: &dyn Store)
         .add_device(account, new_device("two again", full_keys(1), NOW), 10)
         .await
         .unwrap();
-    assert_eq!(again, two);
-    assert_eq!(all_queued(store, account, two).await, vec![]);
-    assert_eq!(store.key_counts(account, two).await.unwrap(), counts(1, 1));
+    assert_eq!(again, device_id(3));
+    assert_eq!(all_queued(store, account, again).await, vec![]);
+    assert_eq!(
+        store.key_counts(account, again).await.unwrap(),
+        counts(1, 1)
+    );
 }
 
 /// `touch_device` records when a device was last seen, and nothing else.
@@ -820,6 +866,39 @@ pub async fn enqueue_is_all_or_nothing(store: &dyn Store) {
     );
     assert_eq!(all_queued(store, account, one).await, vec![]);
     assert_eq!(store.take_expired(Millis::MAX, 10).await.unwrap(), vec![]);
+}
+
+/// `queued_count` counts a device's queued envelopes, and only its own.
+pub async fn queued_envelopes_are_counted(store: &dyn Store) {
+    let account = account_with_keys(store, "alice", 0).await;
+    let one = DeviceId::PRIMARY;
+    let two = store
+        .add_device(account, new_device("two", KeyUpdate::default(), NOW), 10)
+        .await
+        .unwrap();
+    assert_eq!(store.queued_count(account, one).await.unwrap(), 0);
+    let first = envelope_for(account, one, 1);
+    store
+        .enqueue(vec![
+            first.clone(),
+            envelope_for(account, one, 2),
+            envelope_for(account, two, 3),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.queued_count(account, one).await.unwrap(), 2);
+    assert_eq!(store.queued_count(account, two).await.unwrap(), 1);
+    store
+        .acknowledge(account, one, &[first.envelope.id])
+        .await
+        .unwrap();
+    assert_eq!(store.queued_count(account, one).await.unwrap(), 1);
+    assert!(store.remove_device(account, two).await.unwrap());
+    assert_eq!(store.queued_count(account, two).await.unwrap(), 0);
+    assert_eq!(
+        store.queued_count(AccountId::random(), one).await.unwrap(),
+        0
+    );
 }
 
 /// An envelope whose id is already queued is not queued again, so a retry

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The account has the most devices allowed.
     #[error("account has {0} devices, the most allowed")]
     TooManyDevices(u8),
+    /// The account has used every device id (1 to 127): ids are never
+    /// given again, so it can have no new device.
+    #[error("account has used every device id")]
+    DeviceIdsExhausted,
     /// The account does not exist.
     #[error("no such account")]
     NoSuchAccount,
@@ -257,10 +261,13 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, account: AccountId, device: DeviceId) -> Result<Option<Device>>;
     /// All devices of an account, by id.
     async fn devices(&self, account: AccountId) -> Result<Vec<Device>>;
-    /// Adds a device with the lowest free id, if the account has fewer than
-    /// `max_devices` (else [`StoreError::TooManyDevices`] with the count).
-    /// Fails with [`StoreError::NoSuchAccount`] if the account does not
-    /// exist.
+    /// Adds a device, if the account has fewer than `max_devices` (else
+    /// [`StoreError::TooManyDevices`] with the count). Its id is the
+    /// account's next one: one more than the highest id the account ever
+    /// had, so the id of a removed device is never given again (a sender's
+    /// sessions with it can never reach another device). When that would
+    /// be above 127, fails with [`StoreError::DeviceIdsExhausted`]. Fails
+    /// with [`StoreError::NoSuchAccount`] if the account does not exist.
     async fn add_device(
         &self,
         account: AccountId,
@@ -315,6 +322,9 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Envelope>>;
+    /// How many envelopes are queued for a device (zero for a device that
+    /// does not exist).
+    async fn queued_count(&self, account: AccountId, device: DeviceId) -> Result<u64>;
     /// Deletes acknowledged envelopes of a device; returns how many existed.
     async fn acknowledge(&self, account: AccountId, device: DeviceId, ids: &[Uuid]) -> Result<u64>;
     /// Deletes up to `limit` envelopes that expired at `now` (`expires_at <=

@@ -47,6 +47,8 @@ struct Inner {
     accounts: HashMap<AccountId, Account>,
     addresses: HashMap<Address, AccountId>,
     devices: BTreeMap<(AccountId, DeviceId), DeviceState>,
+    /// The id each account's next device gets (never one used before).
+    next_device_ids: HashMap<AccountId, u32>,
     /// Where each queued envelope is: its device and sequence number.
     envelopes: HashMap<Uuid, (AccountId, DeviceId, u64)>,
     /// Queued envelopes by expiry, then sequence number.
@@ -167,6 +169,9 @@ impl Store for MemoryStore {
                 created_at,
             },
         );
+        inner
+            .next_device_ids
+            .insert(id, DeviceId::PRIMARY.get() + 1);
         inner.devices.insert(
             (id, DeviceId::PRIMARY),
             DeviceState::new(id, DeviceId::PRIMARY, account.device),
@@ -215,8 +220,10 @@ impl Store for MemoryStore {
         if !inner.accounts.contains_key(&account) {
             return Err(StoreError::NoSuchAccount);
         }
-        let used: Vec<u32> = inner.device_ids(account).map(DeviceId::get).collect();
-        let id = check_room_and_pick_id(&used, max_devices)?;
+        let count = inner.device_ids(account).count();
+        let next = inner.next_device_ids.get(&account).copied().unwrap_or(2);
+        let id = check_room_and_pick_id(count, next, max_devices)?;
+        inner.next_device_ids.insert(account, id.get() + 1);
         inner
             .devices
             .insert((account, id), DeviceState::new(account, id, device));
@@ -342,6 +349,16 @@ impl Store for MemoryStore {
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .map(|(_, queued)| queued.envelope.clone())
             .collect())
+    }
+
+    async fn queued_count(&self, account: AccountId, device: DeviceId) -> Result<u64> {
+        Ok(self
+            .lock()?
+            .devices
+            .get(&(account, device))
+            .map_or(0, |state| {
+                u64::try_from(state.queue.len()).unwrap_or(u64::MAX)
+            }))
     }
 
     async fn acknowledge(&self, account: AccountId, device: DeviceId, ids: &[Uuid]) -> Result<u64> {
@@ -491,17 +508,16 @@ impl Store for MemoryStore {
     }
 }
 
-/// Checks that an account whose devices have the ids `used` may have
-/// another, and picks the lowest free id. Shared by the backends so that
-/// they pick alike.
-pub(crate) fn check_room_and_pick_id(used: &[u32], max_devices: u8) -> Result<DeviceId> {
-    let too_many = || StoreError::TooManyDevices(u8::try_from(used.len()).unwrap_or(u8::MAX));
-    if used.len() >= usize::from(max_devices) {
-        return Err(too_many());
+/// Checks that an account with `count` devices, whose next device id is
+/// `next`, may have another, and returns its id. Shared by the backends so
+/// that they decide alike.
+pub(crate) fn check_room_and_pick_id(count: usize, next: u32, max_devices: u8) -> Result<DeviceId> {
+    if count >= usize::from(max_devices) {
+        return Err(StoreError::TooManyDevices(
+            u8::try_from(count).unwrap_or(u8::MAX),
+        ));
     }
-    let free = (1..=u32::from(DeviceId::MAX)).find(|id| !used.contains(id));
-    free.and_then(|id| DeviceId::new(id).ok())
-        .ok_or_else(too_many)
+    DeviceId::new(next).map_err(|_| StoreError::DeviceIdsExhausted)
 }
 
 fn count(n: usize) -> u32 {

@@ -297,6 +297,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn queued_count(&self, account: AccountId, device: DeviceId) -> Result<u64> {
+        self.read(move |c| envelopes::queued_count(c, account, device))
+            .await
+    }
+
     async fn acknowledge(&self, account: AccountId, device: DeviceId, ids: &[Uuid]) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);

@@ -313,3 +313,47 @@ async fn reads_see_the_writes_before_them() {
         );
     }
 }
+
+/// A database of schema version 1 (before accounts kept their next device
+/// id) continues each account after its highest device id.
+#[tokio::test]
+async fn migrating_from_version_1_continues_after_the_highest_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = AccountId::random();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO accounts (id, app, handle, identity_key, created_at)
+             VALUES (?1, 'test', 'old', ?2, 0)",
+            rusqlite::params![id.0.as_bytes().as_slice(), vec![5u8; 33]],
+        )
+        .unwrap();
+        for device in [1, 3] {
+            conn.execute(
+                "INSERT INTO devices (account_id, device_id, name, registration_id,
+                                      password_hash, created_at, last_seen_at)
+                 VALUES (?1, ?2, 'd', 7, x'00', 0, 0)",
+                rusqlite::params![id.0.as_bytes().as_slice(), device],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let device = |name: &str| NewDevice {
+        name: name.into(),
+        registration_id: 8,
+        password_hash: b"hash".to_vec(),
+        keys: KeyUpdate::default(),
+        now: NOW,
+    };
+    let added = store.add_device(id, device("new"), 10).await.unwrap();
+    assert_eq!(added, DeviceId::new(4).unwrap());
+    // A new account starts at 2.
+    let fresh = new_account("fresh", 0);
+    let fresh_id = fresh.id;
+    store.create_account(fresh).await.unwrap();
+    let added = store.add_device(fresh_id, device("two"), 10).await.unwrap();
+    assert_eq!(added, DeviceId::new(2).unwrap());
+}

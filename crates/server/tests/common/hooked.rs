@@ -112,6 +112,10 @@ impl Store for Hooked {
         self.inner.queued(account, device, after, limit).await
     }
 
+    async fn queued_count(&self, account: AccountId, device: DeviceId) -> Result<u64> {
+        self.inner.queued_count(account, device).await
+    }
+
     async fn acknowledge(&self, account: AccountId, device: DeviceId, ids: &[Uuid]) -> Result<u64> {
         self.inner.acknowledge(account, device, ids).await
     }

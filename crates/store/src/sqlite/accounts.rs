@@ -165,27 +165,29 @@ pub(super) fn add_device(
     device: &NewDevice,
     max_devices: u8,
 ) -> Result<DeviceId> {
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")
+    let next: Option<i64> = conn
+        .prepare_cached("SELECT next_device_id FROM accounts WHERE id = ?1")
         .db()?
-        .exists([account_blob(&account)])
+        .query_row([account_blob(&account)], |row| row.get(0))
+        .optional()
         .db()?;
-    if !exists {
+    let Some(next) = next else {
         return Err(StoreError::NoSuchAccount);
-    }
-    let mut statement = conn
-        .prepare_cached("SELECT device_id FROM devices WHERE account_id = ?1")
+    };
+    let count: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM devices WHERE account_id = ?1")
+        .db()?
+        .query_row([account_blob(&account)], |row| row.get(0))
         .db()?;
-    let used = statement
-        .query_map([account_blob(&account)], |row| {
-            Ok(row
-                .get::<_, i64>(0)
-                .db()
-                .and_then(|id| u32_from(id, "device id")))
-        })
+    let id = check_room_and_pick_id(
+        usize::try_from(count).map_err(|_| corrupt("device count"))?,
+        u32::try_from(next).unwrap_or(u32::MAX),
+        max_devices,
+    )?;
+    conn.prepare_cached("UPDATE accounts SET next_device_id = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![account_blob(&account), i64::from(id.get()) + 1])
         .db()?;
-    let used = collect(used)?;
-    let id = check_room_and_pick_id(&used, max_devices)?;
     insert_device(conn, account, id, device)?;
     Ok(id)
 }

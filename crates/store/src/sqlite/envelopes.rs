@@ -141,6 +141,17 @@ pub(super) fn queued(
     collect(rows)
 }
 
+pub(super) fn queued_count(conn: &Connection, account: AccountId, device: DeviceId) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM envelopes WHERE account_id = ?1 AND device_id = ?2")
+        .db()?
+        .query_row(params![account_blob(&account), device_int(device)], |row| {
+            row.get(0)
+        })
+        .db()?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub(super) fn acknowledge(
     conn: &Connection,
     account: AccountId,

@@ -118,6 +118,14 @@ pub const MIGRATIONS: &[&str] = &[
         message    BLOB
     ) STRICT, WITHOUT ROWID;
     ",
+    // 2: ids of removed devices are never given again: each account keeps
+    // the id its next device gets. Existing accounts continue after their
+    // highest device id (ids removed before this migration are unknown).
+    "
+    ALTER TABLE accounts ADD COLUMN next_device_id INTEGER NOT NULL DEFAULT 2;
+    UPDATE accounts SET next_device_id = 1 + COALESCE(
+        (SELECT MAX(device_id) FROM devices WHERE devices.account_id = accounts.id), 1);
+    ",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
