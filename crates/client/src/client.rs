@@ -73,7 +73,13 @@ pub(crate) struct Inner {
     /// Sends run one at a time: each may rebuild sessions.
     send_lock: tokio::sync::Mutex<()>,
     last_sent_at: AtomicU64,
+    /// The clock prekey rotation reads (the system clock unless a test
+    /// replaced it).
+    clock: Mutex<Clock>,
 }
+
+/// A clock: milliseconds since the Unix epoch.
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +148,15 @@ impl Client {
     /// Registers a new account and this device as its first one, with a
     /// fresh identity, and keeps everything in a new database at `db_path`.
     ///
+    /// A database that already holds a device is refused
+    /// ([`ClientError::AlreadyRegistered`]), and so is one left by a
+    /// registration that did not finish
+    /// ([`ClientError::UnfinishedRegistration`]): the hub may have accepted
+    /// that identity, and registering again would replace it. When the hub
+    /// refuses the registration (a 4xx problem: handle taken, wrong code,
+    /// ...), nothing was created there and the database is cleared, so the
+    /// call can be retried with the same path.
+    ///
     /// `handle` is the phone number or username (none for apps that issue
     /// random ids); `verification` is the (session id, code) of
     /// [`Client::request_verification`] for phone-number apps.
@@ -160,8 +175,14 @@ impl Client {
             pair: IdentityKeyPair::generate(&mut OsRng),
             registration_id: generate_registration_id(&mut OsRng),
         };
-        let (store, upload) =
-            new_device_store(db_path.as_ref(), base.as_str(), &password, &identity).await?;
+        let (store, upload) = new_device_store(
+            db_path.as_ref(),
+            base.as_str(),
+            &password,
+            &identity,
+            NewDevice::Register,
+        )
+        .await?;
         let request = RegisterAccount {
             app,
             handle: handle.map(str::to_owned),
@@ -173,8 +194,19 @@ impl Client {
             keys: upload,
         };
         let http = Http::new(base, None)?;
-        let registered: Registered = http.call::<Register>(&[], &request).await?;
         let store = Arc::new(Mutex::new(store));
+        let registered: Registered = match http.call::<Register>(&[], &request).await {
+            Ok(registered) => registered,
+            Err(e) => {
+                // A 4xx is a definite refusal: the hub holds nothing of this
+                // identity. Anything else (no answer, 5xx) may have been
+                // accepted, and the database stays unfinished.
+                if e.problem().is_some_and(|p| (400..500).contains(&p.status)) {
+                    blocking(&store, LocalStore::forget_unfinished).await?;
+                }
+                return Err(e);
+            }
+        };
         blocking(&store, move |s| {
             s.set_account(
                 registered.account_id,
@@ -194,6 +226,9 @@ impl Client {
             return Err(ClientError::NotRegistered);
         }
         let store = LocalStore::open(path)?;
+        if store.is_unfinished()? {
+            return Err(ClientError::UnfinishedRegistration);
+        }
         Self::from_store(Arc::new(Mutex::new(store)))
     }
 
@@ -218,6 +253,7 @@ impl Client {
                 notices: Mutex::new(Vec::new()),
                 send_lock: tokio::sync::Mutex::new(()),
                 last_sent_at: AtomicU64::new(0),
+                clock: Mutex::new(Arc::new(now_ms)),
             }),
         })
     }
@@ -242,6 +278,25 @@ impl Client {
     /// The hub's URL.
     pub fn server_url(&self) -> &str {
         self.inner.http.base().as_str()
+    }
+
+    /// Replaces the clock that prekey rotation reads (milliseconds since the
+    /// Unix epoch; the system clock by default), for all clones of this
+    /// client. Meant for tests and simulations: message timestamps keep the
+    /// system clock.
+    pub fn set_rotation_clock(&self, clock: impl Fn() -> u64 + Send + Sync + 'static) {
+        if let Ok(mut c) = self.inner.clock.lock() {
+            *c = Arc::new(clock);
+        }
+    }
+
+    /// The time by the rotation clock.
+    fn rotation_now(&self) -> u64 {
+        self.inner
+            .clock
+            .lock()
+            .map(|c| c())
+            .unwrap_or_else(|_| now_ms())
     }
 
     pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T>
@@ -645,10 +700,20 @@ impl Client {
             .await
     }
 
-    /// Asks the hub how many one-time prekeys this device has left and, if
-    /// fewer than its low-water mark, generates and uploads a new batch of
-    /// [`ONE_TIME_BATCH`] of that kind.
-    /// Returns whether keys were uploaded.
+    /// Keeps this device's prekeys on the hub fresh, and returns whether
+    /// keys were uploaded:
+    ///
+    /// - asks the hub how many one-time prekeys this device has left and,
+    ///   below its low-water mark, generates a new batch of
+    ///   [`ONE_TIME_BATCH`] of that kind;
+    /// - replaces the signed prekey and the last-resort Kyber prekey when
+    ///   they are two days old (each signed with the identity key), keeping
+    ///   replaced ones 30 days for PreKey messages already on their way,
+    ///   then deleting them.
+    ///
+    /// Everything goes up in one `PUT /v1/keys`. A rotated key that did not
+    /// reach the hub is uploaded again next time. [`Client::listen`] calls
+    /// this on every connection.
     pub async fn refresh_prekeys(&self) -> Result<bool> {
         let counts = self.inner.http.call::<Counts>(&[], &Empty {}).await?;
         // Below the mark, one more batch (the hub takes at most a batch per
@@ -665,24 +730,36 @@ impl Client {
             kyber_pre_keys: top_up(counts.kyber_pre_keys),
             ..KeyRequest::default()
         };
-        if request.pre_keys == 0 && request.kyber_pre_keys == 0 {
-            return Ok(false);
-        }
+        let now = self.rotation_now();
         let upload = self
             .with_store(move |s, _| {
                 let identity = s.local_identity()?.ok_or(ClientError::NotRegistered)?;
                 let tx = s.conn.transaction()?;
-                let upload = keys::generate(&tx, &identity, request, now_ms(), &mut OsRng)?;
+                let mut upload = keys::rotate(&tx, &identity, now, &mut OsRng)?;
+                let one_time = keys::generate(&tx, &identity, request, now, &mut OsRng)?;
+                upload.pre_keys = one_time.pre_keys;
+                upload.kyber_pre_keys = one_time.kyber_pre_keys;
                 tx.commit()?;
                 Ok(upload)
             })
             .await?;
+        if upload.signed_pre_key.is_none()
+            && upload.last_resort_kyber_pre_key.is_none()
+            && upload.pre_keys.is_empty()
+            && upload.kyber_pre_keys.is_empty()
+        {
+            return Ok(false);
+        }
         tracing::info!(
+            signed = upload.signed_pre_key.is_some(),
+            last_resort = upload.last_resort_kyber_pre_key.is_some(),
             pre_keys = upload.pre_keys.len(),
             kyber_pre_keys = upload.kyber_pre_keys.len(),
             "uploading prekeys"
         );
         self.inner.http.call::<Upload>(&[], &upload).await?;
+        self.with_store(move |s, _| keys::confirm_upload(&s.conn, &upload))
+            .await?;
         Ok(true)
     }
 
@@ -830,6 +907,17 @@ fn parse_app(app: &str) -> Result<AppId> {
         .map_err(|e| ClientError::InvalidInput(format!("app: {e}")))
 }
 
+/// Why a device database is being set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NewDevice {
+    /// A new account: an unfinished earlier registration is refused.
+    Register,
+    /// A linked device: whatever an unfinished link left is replaced (its
+    /// token is spent either way; a device the hub did accept shows in the
+    /// account's device list and can be removed there).
+    Link,
+}
+
 /// Opens a new database for a device being registered or linked, stores its
 /// identity and password, and generates its first prekeys (in a blocking
 /// task).
@@ -838,6 +926,7 @@ pub(crate) async fn new_device_store(
     server_url: &str,
     password: &str,
     identity: &LocalIdentity,
+    purpose: NewDevice,
 ) -> Result<(LocalStore, passerelle_proto::api::accounts::DeviceKeys)> {
     let path = path.to_owned();
     let server_url = server_url.to_owned();
@@ -845,6 +934,9 @@ pub(crate) async fn new_device_store(
     let identity = identity.clone();
     spawn_store_task(move || {
         let mut store = LocalStore::open(&path)?;
+        if purpose == NewDevice::Register && store.is_unfinished()? {
+            return Err(ClientError::UnfinishedRegistration);
+        }
         let now = now_ms();
         store.init_device(&server_url, &password, &identity, now)?;
         let tx = store.conn.transaction()?;
@@ -859,3 +951,65 @@ pub(crate) async fn new_device_store(
 
 /// How long to wait between two looks at a provisioning mailbox.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::identity;
+
+    /// A registration the hub may have accepted, whose answer was never
+    /// recorded (the process stopped in between).
+    fn half_registered(path: &Path) {
+        let mut store = LocalStore::open(path).unwrap();
+        store
+            .init_device("http://127.0.0.1:1", "p4ssw0rd-p4ssw0rd", &identity(), 7)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_half_registered_database_is_neither_opened_nor_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.db");
+        assert!(matches!(
+            Client::open(&path),
+            Err(ClientError::NotRegistered)
+        ));
+        half_registered(&path);
+        let before = LocalStore::open(&path)
+            .unwrap()
+            .local_identity()
+            .unwrap()
+            .unwrap();
+        let opened = Client::open(&path);
+        assert!(
+            matches!(opened, Err(ClientError::UnfinishedRegistration)),
+            "{opened:?}"
+        );
+        assert!(
+            ClientError::UnfinishedRegistration
+                .to_string()
+                .contains("unfinished registration")
+        );
+        // Refused before anything reaches the (unreachable) hub.
+        let again = Client::register(
+            "http://127.0.0.1:1",
+            &path,
+            "parley",
+            Some("alice"),
+            None,
+            "phone",
+        )
+        .await;
+        assert!(
+            matches!(again, Err(ClientError::UnfinishedRegistration)),
+            "{again:?}"
+        );
+        // The identity is still the one the hub may hold.
+        let after = LocalStore::open(&path)
+            .unwrap()
+            .local_identity()
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.pair.identity_key(), before.pair.identity_key());
+    }
+}

@@ -42,6 +42,16 @@ pub enum ClientError {
     /// The database already holds a registered device.
     #[error("this database already holds a registered device")]
     AlreadyRegistered,
+    /// The database holds the identity of a registration (or a link) that
+    /// did not finish: the hub may or may not have accepted it before the
+    /// process stopped, and this database does not know the account. It is
+    /// neither opened nor overwritten: registering again would make a new
+    /// identity, and the hub may already hold the handle (409
+    /// `handle-taken`).
+    #[error(
+        "this database holds an unfinished registration: the hub may have accepted it, but the          account was never recorded here; it is left untouched (register with another database          path, or delete this one if the hub never accepted the registration)"
+    )]
+    UnfinishedRegistration,
     /// The Signal layer refused (a bad bundle, an untrusted identity, ...).
     #[error("Signal protocol: {0}")]
     Signal(#[from] passerelle_signal::Error),

@@ -58,6 +58,18 @@
 //!   [`Client::accept_identity`].
 //! - **Private files.** A new database is created with mode 0600 (its WAL
 //!   files follow).
+//! - **Prekeys rotate, replaced ones linger.** On every connection the
+//!   signed prekey and the last-resort Kyber prekey are replaced when two
+//!   days old (signed with the identity key, uploaded with `PUT /v1/keys`);
+//!   replaced private keys are kept 30 days for PreKey messages built from
+//!   older bundles, and deleted only once their successor reached the hub.
+//! - **An unfinished registration is never overwritten.** The hub accepts a
+//!   registration before the database records the account; if the process
+//!   stops in between, [`Client::open`] and [`Client::register`] refuse the
+//!   database with [`ClientError::UnfinishedRegistration`] rather than
+//!   replace an identity the hub may hold. A registration the hub refused
+//!   (4xx) is cleared and can be retried. Recovering an accepted one is not
+//!   automated yet.
 //! - **Retried sends are identical.** A send that timed out or met a 503 is
 //!   sent again once with the same body; the recipient drops the copy as a
 //!   replay.

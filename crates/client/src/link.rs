@@ -19,7 +19,9 @@ use passerelle_signal::{KeyPair, generate_registration_id};
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
-use crate::client::{Client, POLL_INTERVAL, blocking, new_device_store, now_ms, random_password};
+use crate::client::{
+    Client, NewDevice, POLL_INTERVAL, blocking, new_device_store, now_ms, random_password,
+};
 use crate::error::{ClientError, Result};
 use crate::http::{Http, parse_server_url};
 use crate::provisioning::{self, LinkUri, ProvisionData};
@@ -152,6 +154,7 @@ impl PendingLink {
             self.http.base().as_str(),
             &password,
             &identity,
+            NewDevice::Link,
         )
         .await?;
         let request = LinkDevice {

@@ -931,6 +931,61 @@ mod tests {
     }
 
     #[test]
+    fn prekey_messages_from_bundles_older_than_a_rotation_still_decrypt() {
+        use crate::keys::{ROTATION_INTERVAL_MS, SUPERSEDED_GRACE_MS, confirm_upload, rotate};
+
+        let mut alice = device("alice", AccountId::random(), 1);
+        let mut carol = device("carol", AccountId::random(), 1);
+        let mut bob = device("bob", AccountId::random(), 1);
+        // The hub ran out of one-time Kyber keys: bundles carry the
+        // last-resort one, so both rotated keys are exercised.
+        let last_resort = bob.keys.last_resort_kyber_pre_key.clone().unwrap();
+        bob.keys.kyber_pre_keys = vec![last_resort.clone(), last_resort];
+        // Alice fetches bob's bundle before he rotates...
+        let early = alice
+            .store
+            .encrypt_for(bob.me.account, &[1], b"x", 50, &mut OsRng);
+        assert_eq!(early.unwrap().need_bundles, vec![1]);
+        alice
+            .store
+            .process_bundles(&bob.bundles(), None, false, 50, &mut OsRng)
+            .unwrap();
+
+        // ... bob rotates two days later and the hub takes the new keys ...
+        let identity = bob.store.local_identity().unwrap().unwrap();
+        let rotated_at = 1 + ROTATION_INTERVAL_MS;
+        let upload = rotate(&bob.store.conn, &identity, rotated_at, &mut OsRng).unwrap();
+        let new_signed = upload.signed_pre_key.as_ref().unwrap().key_id;
+        assert_ne!(new_signed, bob.keys.signed_pre_key.as_ref().unwrap().key_id);
+        assert!(upload.last_resort_kyber_pre_key.is_some());
+        confirm_upload(&bob.store.conn, &upload).unwrap();
+
+        // ... and alice's PreKey message, built on the old keys, decrypts.
+        let late = alice.send(&bob, text("built on old keys"), rotated_at + 10);
+        assert_eq!(late.kind, EnvelopeKind::PrekeyMessage);
+        let handled = bob.receive(&late);
+        assert!(
+            matches!(&handled.events[..], [Event::Message { body, .. }] if *body == text("built on old keys")),
+            "{:?}",
+            handled.events
+        );
+
+        // After the grace period the old keys are gone: a message built on
+        // them no longer decrypts.
+        let pruned_at = rotated_at + SUPERSEDED_GRACE_MS;
+        let upload = rotate(&bob.store.conn, &identity, pruned_at, &mut OsRng).unwrap();
+        confirm_upload(&bob.store.conn, &upload).unwrap();
+        rotate(&bob.store.conn, &identity, pruned_at, &mut OsRng).unwrap();
+        let too_late = carol.send(&bob, text("too late"), pruned_at + 10);
+        let handled = bob.receive(&too_late);
+        assert!(
+            matches!(&handled.events[..], [Event::Undecryptable { .. }]),
+            "{:?}",
+            handled.events
+        );
+    }
+
+    #[test]
     fn garbage_is_reported_and_not_retried() {
         let mut alice = device("alice", AccountId::random(), 1);
         let mut bob = device("bob", AccountId::random(), 1);

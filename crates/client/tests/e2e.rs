@@ -444,3 +444,83 @@ async fn prekeys_are_replenished_below_the_low_water_mark() {
     // Exactly at the mark is not below it.
     assert!(!carol.refresh_prekeys().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_fetched_before_a_rotation_still_gets_through() {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob = username(&hub, &dir, "bob").await;
+    let alice = username(&hub, &dir, "alice").await;
+    // Computing the safety number fetches bob's bundle and starts a
+    // session on his current signed prekey.
+    alice.safety_number(bob.address()).await.unwrap();
+
+    // Not two days yet: connecting rotates nothing.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    bob.set_rotation_clock(move || start + DAY_MS);
+    assert!(!bob.refresh_prekeys().await.unwrap());
+    // Three days on, bob's next connection rotates his signed and
+    // last-resort prekeys and uploads them.
+    bob.set_rotation_clock(move || start + 3 * DAY_MS);
+    assert!(bob.sync_once().await.unwrap().is_empty());
+    assert!(
+        !bob.refresh_prekeys().await.unwrap(),
+        "the connection already rotated, and the hub confirmed"
+    );
+
+    // Alice's first message is a PreKey message built on the old bundle.
+    alice
+        .send_text(bob.address(), "built on old keys")
+        .await
+        .unwrap();
+    // Carol fetches a bundle now, with the new keys.
+    let carol = username(&hub, &dir, "carol").await;
+    carol
+        .send_text(bob.address(), "built on new keys")
+        .await
+        .unwrap();
+    let events = bob.sync_once().await.unwrap();
+    let mut got: Vec<String> = texts(&events).into_iter().map(|(_, t)| t).collect();
+    got.sort();
+    assert_eq!(got, vec!["built on new keys", "built on old keys"]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Undecryptable { .. })),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_can_be_retried_with_the_same_database() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _bob = username(&hub, &dir, "bob").await;
+    let path = dir.path().join("second.db");
+    let register = |handle: &'static str| {
+        Client::register(&hub.url, &path, "parley", Some(handle), None, "phone")
+    };
+    let taken = register("bob").await.unwrap_err();
+    assert_eq!(
+        taken.problem_kind(),
+        Some(passerelle_proto::ProblemType::HandleTaken),
+        "{taken:?}"
+    );
+    // The hub refused: nothing is unfinished, and a retry goes through.
+    assert!(matches!(
+        Client::open(&path),
+        Err(passerelle_client::ClientError::NotRegistered)
+    ));
+    let dave = register("dave").await.unwrap();
+    assert_eq!(dave.address().to_string(), "dave@parley");
+    // Now it is registered: register refuses, open works.
+    assert!(matches!(
+        register("erin").await,
+        Err(passerelle_client::ClientError::AlreadyRegistered)
+    ));
+    assert_eq!(Client::open(&path).unwrap().account_id(), dave.account_id());
+}

@@ -130,6 +130,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX processed_envelopes_by_age ON processed_envelopes (processed_at);
     "#,
+    // 2: rotation of signed and last-resort Kyber prekeys. A key replaced
+    // by a newer one is kept, with the time it was replaced, for PreKey
+    // messages built on it that are still on their way.
+    r#"
+    ALTER TABLE signed_pre_keys ADD COLUMN superseded_at INTEGER;
+    ALTER TABLE kyber_pre_keys ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE kyber_pre_keys ADD COLUMN superseded_at INTEGER;
+    -- The records hold their creation time, which SQL cannot read: the
+    -- device's creation time is a close (never later) stand-in.
+    UPDATE kyber_pre_keys
+       SET created_at = coalesce((SELECT created_at FROM local_device WHERE id = 1), 0);
+    -- Only the newest key of each kind is current.
+    UPDATE signed_pre_keys SET superseded_at = created_at
+     WHERE id NOT IN (SELECT id FROM signed_pre_keys ORDER BY created_at DESC, id DESC LIMIT 1);
+    UPDATE kyber_pre_keys SET superseded_at = created_at
+     WHERE last_resort = 1
+       AND id NOT IN (SELECT id FROM kyber_pre_keys WHERE last_resort = 1
+                      ORDER BY id DESC LIMIT 1);
+    "#,
 ];
 
 /// The schema version this SDK writes.

@@ -86,6 +86,13 @@ pub(crate) mod meta {
     pub(crate) const NEXT_KYBER_PRE_KEY_ID: &str = "next_kyber_pre_key_id";
     /// The next signed prekey id.
     pub(crate) const NEXT_SIGNED_PRE_KEY_ID: &str = "next_signed_pre_key_id";
+    /// The signed prekey generated last, until the hub confirmed it (0:
+    /// none pending).
+    pub(crate) const PENDING_SIGNED_PRE_KEY_ID: &str = "pending_signed_pre_key_id";
+    /// The last-resort Kyber prekey generated last, until the hub confirmed
+    /// it (0: none pending).
+    pub(crate) const PENDING_LAST_RESORT_KYBER_PRE_KEY_ID: &str =
+        "pending_last_resort_kyber_pre_key_id";
     /// When the own-device list was last fetched from the hub (ms).
     pub(crate) const OWN_DEVICES_REFRESHED_AT: &str = "own_devices_refreshed_at";
 }
@@ -110,7 +117,7 @@ fn create_private(path: &Path) -> Result<()> {
     }
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -153,8 +160,10 @@ impl LocalStore {
         Ok(registered.unwrap_or(false))
     }
 
-    /// Starts a device: forgets whatever an unfinished registration left and
-    /// stores a fresh identity and password. Refuses a registered database.
+    /// Starts a device: forgets whatever an unfinished registration or link
+    /// left and stores a fresh identity and password. Refuses a registered
+    /// database. (`Client::register` refuses an unfinished one before
+    /// calling this; see [`ClientError::UnfinishedRegistration`].)
     pub(crate) fn init_device(
         &mut self,
         server_url: &str,
@@ -166,23 +175,7 @@ impl LocalStore {
             return Err(ClientError::AlreadyRegistered);
         }
         let tx = self.conn.transaction()?;
-        for table in [
-            "local_device",
-            "meta",
-            "pre_keys",
-            "signed_pre_keys",
-            "kyber_pre_keys",
-            "kyber_last_resort_uses",
-            "sessions",
-            "identities",
-            "contacts",
-            "own_devices",
-            "reactions",
-            "messages",
-            "processed_envelopes",
-        ] {
-            tx.execute(&format!("DELETE FROM {table}"), [])?;
-        }
+        wipe(&tx)?;
         tx.execute(
             "INSERT INTO local_device (id, server_url, password, identity_key_pair,
                                        registration_id, created_at)
@@ -195,6 +188,24 @@ impl LocalStore {
                 to_i64(now)
             ],
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether the database holds an identity whose registration or linking
+    /// did not finish (the hub's answer was never recorded).
+    pub(crate) fn is_unfinished(&self) -> Result<bool> {
+        Ok(self.local_identity()?.is_some() && !self.is_registered()?)
+    }
+
+    /// Forgets an unfinished registration the hub refused, so that it can be
+    /// tried again. Refuses a registered database.
+    pub(crate) fn forget_unfinished(&mut self) -> Result<()> {
+        if self.is_registered()? {
+            return Err(ClientError::AlreadyRegistered);
+        }
+        let tx = self.conn.transaction()?;
+        wipe(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -295,6 +306,28 @@ impl LocalStore {
             [to_i64(now.saturating_sub(PROCESSED_RETENTION_MS))],
         )?)
     }
+}
+
+/// Deletes everything: the device, its keys, sessions and history.
+fn wipe(conn: &Connection) -> Result<()> {
+    for table in [
+        "local_device",
+        "meta",
+        "pre_keys",
+        "signed_pre_keys",
+        "kyber_pre_keys",
+        "kyber_last_resort_uses",
+        "sessions",
+        "identities",
+        "contacts",
+        "own_devices",
+        "reactions",
+        "messages",
+        "processed_envelopes",
+    ] {
+        conn.execute(&format!("DELETE FROM {table}"), [])?;
+    }
+    Ok(())
 }
 
 pub(crate) fn local_identity(conn: &Connection) -> Result<Option<LocalIdentity>> {
@@ -528,6 +561,54 @@ pub(crate) mod tests {
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn version_1_keys_get_rotation_columns() {
+        use passerelle_signal::{KyberPreKeyRecord, SignedPreKeyRecord};
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate_to(&mut conn, 1).unwrap();
+        let me = identity();
+        conn.execute(
+            "INSERT INTO local_device (id, server_url, password, identity_key_pair,
+                                       registration_id, created_at)
+             VALUES (1, 'http://hub', 'pw', ?1, 1, 500)",
+            [me.pair.serialize().as_slice()],
+        )
+        .unwrap();
+        for (id, at) in [(1u32, 500i64), (2, 900)] {
+            let record = SignedPreKeyRecord::generate(id, 0, &me.pair, &mut OsRng);
+            conn.execute(
+                "INSERT INTO signed_pre_keys (id, record, created_at) VALUES (?1, ?2, ?3)",
+                params![id, record.serialize().as_slice(), at],
+            )
+            .unwrap();
+        }
+        for (id, last_resort) in [(1u32, true), (2, false)] {
+            let record = KyberPreKeyRecord::generate(id, 0, &me.pair, &mut OsRng);
+            conn.execute(
+                "INSERT INTO kyber_pre_keys (id, record, last_resort) VALUES (?1, ?2, ?3)",
+                params![id, record.serialize().as_slice(), last_resort],
+            )
+            .unwrap();
+        }
+        migrations::migrate(&mut conn).unwrap();
+        let signed: Vec<(u32, Option<i64>)> = conn
+            .prepare("SELECT id, superseded_at FROM signed_pre_keys ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(signed, vec![(1, Some(500)), (2, None)]);
+        let kyber: Vec<(u32, i64, Option<i64>)> = conn
+            .prepare("SELECT id, created_at, superseded_at FROM kyber_pre_keys ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(kyber, vec![(1, 500, None), (2, 500, None)]);
     }
 
     #[test]

@@ -244,9 +244,14 @@ impl KyberPreKeyStore for SignalStore<'_> {
     ) -> SignalResult<()> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO kyber_pre_keys (id, record, last_resort)
-                 VALUES (?1, ?2, ?3)",
-                params![record.id, record.serialize().as_slice(), last_resort],
+                "INSERT OR REPLACE INTO kyber_pre_keys (id, record, last_resort, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.id,
+                    record.serialize().as_slice(),
+                    last_resort,
+                    to_i64(record.timestamp)
+                ],
             )
             .map_err(|e| self.fail(e))?;
         Ok(())
