@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// Passerelle: an open, end-to-end encrypted messaging hub.
 #[derive(Parser)]
-#[command(name = "passerelle", version, about, long_about = None)]
+#[command(name = "passerelle", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
