@@ -235,6 +235,14 @@ const ops = {
     };
   },
 
+  // libsignal's compare of a scanned fingerprint against ours; it throws
+  // on a version mismatch or bytes that do not decode.
+  fingerprintCompare: ({ scannable, other }) => ({
+    matches: signal.ScannableFingerprint._fromBuffer(bytes(scannable)).compare(
+      signal.ScannableFingerprint._fromBuffer(bytes(other)),
+    ),
+  }),
+
   attachmentEncrypt: ({ key, iv, plaintext }) => {
     const { aesKey, macKey } = attachmentKeys(bytes(key));
     const ivBytes = bytes(iv);
