@@ -126,7 +126,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     match args.command {
         ChatCommand::Apps => {
             for app in Client::apps(&args.server).await? {
-                println!(
+                out!(
                     "{:<10} {:<12} {:<13} third-party contact: {}",
                     app.id,
                     app.name,
@@ -151,7 +151,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 &device_name,
             )
             .await?;
-            println!(
+            out!(
                 "registered {} (device {}); account id {}",
                 client.address(),
                 client.device_id(),
@@ -160,13 +160,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
         ChatCommand::Accounts => {
             for name in profile::list(&home)? {
-                println!("{name}");
+                out!("{name}");
             }
         }
         ChatCommand::Send { to, text } => {
             let client = profile::open(&home, who)?;
             match client.send_text(&to, &text.join(" ")).await {
-                Ok(sent) => println!("sent to {to} at {}", sent.sent_at),
+                Ok(sent) => out!("sent to {to} at {}", sent.sent_at),
                 Err(ClientError::UntrustedIdentity { .. }) => bail!(
                     "not sent: the safety number with {to} changed since you verified it \
                      (they may have reinstalled, or someone may be intercepting). \
@@ -183,7 +183,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         ChatCommand::Conversations => {
             let client = profile::open(&home, who)?;
             for c in client.conversations()? {
-                println!(
+                out!(
                     "{:<32} app {:<8} handle {:<16} {}",
                     c.address,
                     c.app,
@@ -203,7 +203,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                     passerelle_client::MessageDirection::Incoming => "<-",
                     passerelle_client::MessageDirection::Outgoing => "->",
                 };
-                println!(
+                out!(
                     "{} {arrow} {}",
                     entry.sent_at,
                     describe(entry.body.as_ref())
@@ -213,18 +213,18 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         ChatCommand::SafetyNumber { with } => {
             let client = profile::open(&home, who)?;
             let number = client.safety_number(&with).await?;
-            println!("safety number with {with}:\n\n{}\n", number.displayable);
+            out!("safety number with {with}:\n\n{}\n", number.displayable);
             print_qr(&number.scannable);
         }
         ChatCommand::Verify { with } => {
             let client = profile::open(&home, who)?;
             client.verify(&with).await?;
-            println!("{with} is now verified");
+            out!("{with} is now verified");
         }
         ChatCommand::AcceptIdentity { with } => {
             let client = profile::open(&home, who)?;
             client.accept_identity(&with).await?;
-            println!(
+            out!(
                 "accepted the new identity of {with} (not verified): compare safety numbers \
                  with `passerelle chat safety-number {with}`, then `passerelle chat verify {with}`"
             );
@@ -233,14 +233,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             let pending_path = profile::pending_path(&home);
             let pending = Client::begin_link(&args.server, &pending_path, &device_name).await?;
             let uri = pending.uri();
-            println!(
-                "On a device of the account, run:\n\n  passerelle chat approve-link '{uri}'\n"
-            );
+            out!("On a device of the account, run:\n\n  passerelle chat approve-link '{uri}'\n");
             print_qr(uri.as_bytes());
-            println!("waiting for approval...");
+            out!("waiting for approval...");
             let client = pending.complete().await?;
             let client = profile::settle(&home, &pending_path, client)?;
-            println!(
+            out!(
                 "linked as device {} of {}",
                 client.device_id(),
                 client.address()
@@ -249,7 +247,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         ChatCommand::ApproveLink { uri } => {
             let client = profile::open(&home, who)?;
             client.approve_link(&uri).await?;
-            println!("approved; the new device finishes linking by itself");
+            out!("approved; the new device finishes linking by itself");
         }
         ChatCommand::Devices => {
             let client = profile::open(&home, who)?;
@@ -259,14 +257,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 } else {
                     ""
                 };
-                println!("{:>3}  {}{me}", d.device_id, d.name);
+                out!("{:>3}  {}{me}", d.device_id, d.name);
             }
         }
         ChatCommand::RemoveDevice { device } => {
             let client = profile::open(&home, who)?;
             let device = DeviceId::new(device).map_err(|e| anyhow!("{e}"))?;
             client.remove_device(device).await?;
-            println!("removed device {device}");
+            out!("removed device {device}");
         }
     }
     Ok(())
@@ -293,7 +291,7 @@ pub async fn register(
             let session = Client::request_verification(server, app, phone).await?;
             let code = match session.dev_code.clone() {
                 Some(code) => {
-                    println!("the hub is in development mode: using its code {code}");
+                    out!("the hub is in development mode: using its code {code}");
                     code
                 }
                 None => ask_code(session.session_id)?,
@@ -312,7 +310,7 @@ fn ask_code(session: uuid::Uuid) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
         bail!("a code was sent; run again with --session {session} --code <the code>");
     }
-    print!("a code was sent; enter it: ");
+    out_inline!("a code was sent; enter it: ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
@@ -329,8 +327,8 @@ async fn listen(client: &Client, once: bool) -> anyhow::Result<()> {
         let Some(event) = next else { return Ok(()) };
         match event? {
             Event::QueueEmpty if once => return Ok(()),
-            Event::QueueEmpty => println!("-- up to date; listening (Ctrl-C to stop)"),
-            event => println!("{}", render(&event)),
+            Event::QueueEmpty => out!("-- up to date; listening (Ctrl-C to stop)"),
+            event => out!("{}", render(&event)),
         }
     }
 }
@@ -434,8 +432,8 @@ fn print_qr(data: &[u8]) {
                 .dark_color(qrcode::render::unicode::Dense1x2::Light)
                 .light_color(qrcode::render::unicode::Dense1x2::Dark)
                 .build();
-            println!("{image}\n");
+            out!("{image}\n");
         }
-        Err(e) => println!("(no QR code: {e})"),
+        Err(e) => out!("(no QR code: {e})"),
     }
 }

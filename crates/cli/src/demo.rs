@@ -27,7 +27,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = args.server.as_str();
     let home = std::env::temp_dir().join(format!("passerelle-demo-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&home)?;
-    println!(
+    out!(
         "Passerelle demo against {server} (local state in {})\n",
         home.display()
     );
@@ -51,15 +51,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let phone = format!("+1555{:07}", rng.gen_range(0..10_000_000));
     let username = format!("alice_{:04}", rng.gen_range(0..10_000));
 
-    println!("1. Registering one user on each app");
+    out!("1. Registering one user on each app");
     let carol = register(server, &home, &phone_app, Some(&phone), None, "demo").await?;
     let alice = register(server, &home, &user_app, Some(&username), None, "demo").await?;
     let rae = register(server, &home, &random_app, None, None, "demo").await?;
     for client in [&alice, &carol, &rae] {
-        println!("   {} (account {})", client.address(), client.account_id());
+        out!("   {} (account {})", client.address(), client.account_id());
     }
 
-    println!(
+    out!(
         "\n2. {} writes to {} across apps",
         alice.address(),
         carol.address()
@@ -72,7 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     show(&carol).await?;
 
-    println!(
+    out!(
         "\n3. {} answers; {} writes too",
         carol.address(),
         rae.address()
@@ -87,7 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     let seen = show(&alice).await?;
 
-    println!("\n4. {} reacts to Carol's message", alice.address());
+    out!("\n4. {} reacts to Carol's message", alice.address());
     if let Some((sent_at, author)) = seen.iter().find_map(|e| match e {
         Event::Message {
             sent_at,
@@ -110,23 +110,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     show(&carol).await?;
 
-    println!("\n5. Alice and Carol compare safety numbers");
+    out!("\n5. Alice and Carol compare safety numbers");
     let a = alice.safety_number(carol.address()).await?;
     let c = carol.safety_number(alice.address()).await?;
-    println!("   {}'s view:   {}", alice.address(), a.displayable);
-    println!("   {}'s view: {}", carol.address(), c.displayable);
+    out!("   {}'s view:   {}", alice.address(), a.displayable);
+    out!("   {}'s view: {}", carol.address(), c.displayable);
     if a.displayable == c.displayable {
         alice.verify(carol.address()).await?;
-        println!("   they match: Alice marks Carol as verified");
+        out!("   they match: Alice marks Carol as verified");
     } else {
-        println!("   they differ: someone is in the middle!");
+        out!("   they differ: someone is in the middle!");
     }
 
-    println!("\nThe hub stored and forwarded only ciphertext. Try it from two terminals:");
-    println!("  passerelle chat register --app {user_app} --handle ada");
-    println!("  passerelle chat register --app {phone_app} --handle +15550100200");
-    println!("  passerelle chat --as ada@{user_app} send +15550100200@{phone_app} hello");
-    println!("  passerelle chat --as +15550100200@{phone_app} listen");
+    out!("\nThe hub stored and forwarded only ciphertext. Try it from two terminals:");
+    out!("  passerelle chat register --app {user_app} --handle ada");
+    out!("  passerelle chat register --app {phone_app} --handle +15550100200");
+    out!("  passerelle chat --as ada@{user_app} send +15550100200@{phone_app} hello");
+    out!("  passerelle chat --as +15550100200@{phone_app} listen");
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }
@@ -135,7 +135,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn show(client: &Client) -> anyhow::Result<Vec<Event>> {
     let events = client.sync_once().await?;
     for event in &events {
-        println!("   [{} sees] {}", client.address(), render(event));
+        out!("   [{} sees] {}", client.address(), render(event));
     }
     Ok(events)
 }

@@ -1,6 +1,23 @@
 //! `passerelle`: the hub (`serve`), a command-line client for every app on
 //! it (`chat`), and a first look (`demo`).
 
+/// Prints a line to standard output. A closed pipe (`passerelle ... | head`)
+/// ends the output quietly instead of panicking as `println!` would.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Like [`out!`], without the newline.
+macro_rules! out_inline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod chat;
 mod demo;
 mod profile;

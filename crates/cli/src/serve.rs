@@ -33,7 +33,7 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.print_example_config {
-        print!("{}", Config::example_toml());
+        out_inline!("{}", Config::example_toml());
         return Ok(());
     }
     let filter = EnvFilter::try_from_env("PASSERELLE_LOG")
