@@ -82,6 +82,29 @@ impl<'c> SignalStore<'c> {
         self.backend_failed.set(true);
         SignalError::Storage(format!("local database: {e}"))
     }
+
+    /// Reads the serialized record with this id from one of the prekey
+    /// tables and decodes it; the bytes are wiped afterwards.
+    fn record<T>(
+        &self,
+        table: &'static str,
+        id: u32,
+        decode: fn(&[u8]) -> SignalResult<T>,
+    ) -> SignalResult<Option<T>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                &format!("SELECT record FROM {table} WHERE id = ?1"),
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.fail(e))?;
+        bytes
+            .map(zeroize::Zeroizing::new)
+            .map(|b| decode(&b))
+            .transpose()
+    }
 }
 
 impl IdentityKeyStore for SignalStore<'_> {
@@ -156,17 +179,7 @@ impl IdentityKeyStore for SignalStore<'_> {
 
 impl PreKeyStore for SignalStore<'_> {
     fn pre_key(&self, id: PreKeyId) -> SignalResult<Option<PreKeyRecord>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT record FROM pre_keys WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.fail(e))?;
-        bytes
-            .map(zeroize::Zeroizing::new)
-            .map(|b| PreKeyRecord::deserialize(&b))
-            .transpose()
+        self.record("pre_keys", id, PreKeyRecord::deserialize)
     }
 
     fn save_pre_key(&mut self, record: &PreKeyRecord) -> SignalResult<()> {
@@ -189,19 +202,7 @@ impl PreKeyStore for SignalStore<'_> {
 
 impl SignedPreKeyStore for SignalStore<'_> {
     fn signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<Option<SignedPreKeyRecord>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT record FROM signed_pre_keys WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.fail(e))?;
-        bytes
-            .map(zeroize::Zeroizing::new)
-            .map(|b| SignedPreKeyRecord::deserialize(&b))
-            .transpose()
+        self.record("signed_pre_keys", id, SignedPreKeyRecord::deserialize)
     }
 
     fn save_signed_pre_key(&mut self, record: &SignedPreKeyRecord) -> SignalResult<()> {
@@ -222,19 +223,7 @@ impl SignedPreKeyStore for SignalStore<'_> {
 
 impl KyberPreKeyStore for SignalStore<'_> {
     fn kyber_pre_key(&self, id: KyberPreKeyId) -> SignalResult<Option<KyberPreKeyRecord>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT record FROM kyber_pre_keys WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.fail(e))?;
-        bytes
-            .map(zeroize::Zeroizing::new)
-            .map(|b| KyberPreKeyRecord::deserialize(&b))
-            .transpose()
+        self.record("kyber_pre_keys", id, KyberPreKeyRecord::deserialize)
     }
 
     fn save_kyber_pre_key(
