@@ -309,50 +309,29 @@ impl LocalStore {
                             Read::Content(content) => handled
                                 .events
                                 .extend(file_content(&tx, me, envelope, source, content, now)?),
-                            Read::Unsupported(reason) => {
-                                tracing::info!(
-                                    envelope = %envelope.id,
-                                    sender = %source.account_id,
-                                    %reason,
-                                    "content of a newer format dropped"
-                                );
-                                handled.events.push(Event::Unsupported {
-                                    from: source.address.clone(),
-                                    from_device: source.device_id,
-                                    envelope_id: envelope.id,
-                                    reason,
-                                });
-                            }
-                            Read::Unreadable(reason) => {
-                                tracing::info!(
-                                    envelope = %envelope.id,
-                                    sender = %source.account_id,
-                                    %reason,
-                                    "dropping a content that does not parse"
-                                );
-                                handled.events.push(Event::Undecryptable {
-                                    from: source.address.clone(),
-                                    from_device: source.device_id,
-                                    envelope_id: envelope.id,
-                                    reason,
-                                });
-                            }
+                            Read::Unsupported(reason) => handled.events.push(dropped(
+                                Dropped::Unsupported,
+                                envelope,
+                                source,
+                                reason,
+                                "content of a newer format dropped",
+                            )),
+                            Read::Unreadable(reason) => handled.events.push(dropped(
+                                Dropped::Undecryptable,
+                                envelope,
+                                source,
+                                reason,
+                                "dropping a content that does not parse",
+                            )),
                         }
                     }
-                    Opened::Refused(reason) => {
-                        tracing::info!(
-                            envelope = %envelope.id,
-                            sender = %source.account_id,
-                            %reason,
-                            "dropping an envelope that does not decrypt"
-                        );
-                        handled.events.push(Event::Undecryptable {
-                            from: source.address.clone(),
-                            from_device: source.device_id,
-                            envelope_id: envelope.id,
-                            reason,
-                        });
-                    }
+                    Opened::Refused(reason) => handled.events.push(dropped(
+                        Dropped::Undecryptable,
+                        envelope,
+                        source,
+                        reason,
+                        "dropping an envelope that does not decrypt",
+                    )),
                     Opened::Replayed => {
                         tracing::debug!(envelope = %envelope.id, "replayed message dropped");
                     }
@@ -574,6 +553,40 @@ fn incoming(source: &Source, sent_at: u64, server_timestamp: u64) -> Origin {
         author_device: source.device_id,
         sent_at,
         server_timestamp: Some(server_timestamp),
+    }
+}
+
+/// How a dropped envelope is reported.
+enum Dropped {
+    /// Decrypted, but of a content format newer than this client knows.
+    Unsupported,
+    /// Not decrypted, or not readable content.
+    Undecryptable,
+}
+
+/// Logs an envelope that is dropped and gives the event that reports it.
+fn dropped(
+    kind: Dropped,
+    envelope: &Envelope,
+    source: &Source,
+    reason: String,
+    what: &'static str,
+) -> Event {
+    tracing::info!(envelope = %envelope.id, sender = %source.account_id, %reason, "{what}");
+    let (from, from_device, envelope_id) = (source.address.clone(), source.device_id, envelope.id);
+    match kind {
+        Dropped::Unsupported => Event::Unsupported {
+            from,
+            from_device,
+            envelope_id,
+            reason,
+        },
+        Dropped::Undecryptable => Event::Undecryptable {
+            from,
+            from_device,
+            envelope_id,
+            reason,
+        },
     }
 }
 
