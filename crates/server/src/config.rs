@@ -46,6 +46,13 @@ pub struct Config {
     /// Where the embedded database lives.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The PostgreSQL database every node of the hub shares, instead of
+    /// the embedded one under `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseUrl>,
+    /// The most connections one node keeps to `database`.
+    #[serde(default = "default_database_pool_size")]
+    pub database_pool_size: u32,
     /// Development mode: verification codes are written to the log instead
     /// of being sent. Only allowed when `listen` is a loopback address.
     #[serde(default)]
@@ -59,6 +66,25 @@ pub struct Config {
     /// The task that deletes expired envelopes and tells their senders.
     #[serde(default)]
     pub expiry: ExpiryConfig,
+}
+
+/// A `postgres://` URL. It may hold a password, so its `Debug` shows only
+/// that it is set.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
 }
 
 /// One app hosted on the hub, and its policy.
@@ -175,6 +201,10 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("./passerelle-data")
 }
 
+fn default_database_pool_size() -> u32 {
+    passerelle_store::postgres::DEFAULT_POOL_SIZE
+}
+
 fn yes() -> bool {
     true
 }
@@ -250,6 +280,8 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            database: None,
+            database_pool_size: default_database_pool_size(),
             dev_mode: true,
             apps,
             limits: Limits::default(),
@@ -260,7 +292,16 @@ impl Default for Config {
 
 /// The top-level keys, the only ones taken from the environment (so that
 /// other `PASSERELLE_*` variables, such as the log filter, do not clash).
-const KEYS: &[&str] = &["listen", "data_dir", "dev_mode", "apps", "limits", "expiry"];
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database",
+    "database_pool_size",
+    "dev_mode",
+    "apps",
+    "limits",
+    "expiry",
+];
 
 impl Config {
     /// Loads the configuration: the defaults, then the file if one is
@@ -322,6 +363,14 @@ impl Config {
         }
         if self.apps.is_empty() {
             return invalid("no apps: add at least one [apps.<id>] table".into());
+        }
+        if let Some(url) = &self.database {
+            if let Err(e) = passerelle_store::postgres::parse_url(url.as_str()) {
+                return invalid(format!("database: {e}"));
+            }
+        }
+        if self.database_pool_size == 0 {
+            return invalid("database_pool_size must be positive".into());
         }
         for (id, app) in &self.apps {
             if !(1..=passerelle_proto::DeviceId::MAX).contains(&app.max_devices) {
@@ -554,6 +603,30 @@ mod tests {
         c.listen = "0.0.0.0:8080".parse().unwrap();
         c.dev_mode = false;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn database_urls_are_checked_and_never_shown() {
+        let text = "database = \"postgres://hub:s3cret@db:5432/passerelle\"\n\
+                    database_pool_size = 4\n[apps.x]\nname = \"X\"\nscheme = \"username\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(
+            c.database.as_ref().map(DatabaseUrl::as_str),
+            Some("postgres://hub:s3cret@db:5432/passerelle")
+        );
+        assert_eq!(c.database_pool_size, 4);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(Config::default().database, None);
+
+        let mut c = Config::default();
+        c.database = Some(DatabaseUrl("mysql://hub:s3cret@db/p".into()));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("database") && e.contains("postgres://"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        c.database = Some(DatabaseUrl("postgres://hub@db/p".into()));
+        c.database_pool_size = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("database_pool_size"), "{e}");
     }
 
     #[test]

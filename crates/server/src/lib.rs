@@ -144,20 +144,41 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal("a handler panicked").into_response()
 }
 
-/// Runs the hub: opens the SQLite store under `config.data_dir`, binds
-/// `config.listen`, and serves until `shutdown` completes.
+/// Runs the hub: opens its store (the PostgreSQL `config.database`, or
+/// else SQLite under `config.data_dir`), binds `config.listen`, and serves
+/// until `shutdown` completes.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let store = passerelle_store::sqlite::SqliteStore::open(&config.data_dir)?;
+    let store = open_store(&config).await?;
     let addr = config.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let state = AppState::new(config, Arc::new(store));
+    let state = AppState::new(config, store);
     serve_on(listener, state, shutdown).await
+}
+
+/// The store the configuration names.
+async fn open_store(config: &Config) -> Result<Arc<dyn passerelle_store::Store>, ServeError> {
+    Ok(match &config.database {
+        Some(url) => {
+            let store = passerelle_store::postgres::PostgresStore::connect(
+                url.as_str(),
+                config.database_pool_size,
+            )
+            .await?;
+            tracing::info!(pool = config.database_pool_size, "store: PostgreSQL");
+            Arc::new(store)
+        }
+        None => {
+            let store = passerelle_store::sqlite::SqliteStore::open(&config.data_dir)?;
+            tracing::info!(path = %store.path().display(), "store: SQLite");
+            Arc::new(store)
+        }
+    })
 }
 
 /// Serves `state` on a bound listener until `shutdown` completes (or

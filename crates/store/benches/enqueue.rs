@@ -9,8 +9,12 @@
 //!
 //! `cargo bench -p passerelle-store --bench enqueue`
 //!
-//! The database is under the target directory (on disk, not tmpfs), in WAL
-//! mode with `synchronous = FULL`, as the hub runs it.
+//! The SQLite database is under the target directory (on disk, not tmpfs),
+//! in WAL mode with `synchronous = FULL`, as the hub runs it. PostgreSQL is
+//! the server at `PASSERELLE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), in a schema of its own
+//! dropped afterwards, with a pool of the hub's default size and
+//! `synchronous_commit = on`; without a server its cases are left out.
 
 // Benchmarks fail by panicking, like tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 use passerelle_proto::{AccountId, Address, Base64Bytes, DeviceId, Envelope, EnvelopeKind, Source};
 use passerelle_store::memory::MemoryStore;
+use passerelle_store::postgres::{DEFAULT_POOL_SIZE, testing};
 use passerelle_store::sqlite::{SqliteStore, WriterStats};
 use passerelle_store::{KeyUpdate, NewAccount, NewDevice, QueuedEnvelope, Store};
 use uuid::Uuid;
@@ -113,11 +118,21 @@ fn enqueue(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let sqlite = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let memory = Arc::new(MemoryStore::new());
+    let schema = runtime.block_on(testing::fresh_schema());
+    let postgres: Option<Arc<dyn Store>> = runtime.block_on(async {
+        match &schema {
+            Some(schema) => Some(Arc::new(schema.store(DEFAULT_POOL_SIZE).await) as Arc<dyn Store>),
+            None => None,
+        }
+    });
     let accounts = recipients();
     let ids = Arc::new(accounts.iter().map(|a| a.id).collect::<Vec<_>>());
     runtime.block_on(async {
         for account in accounts {
             sqlite.create_account(account.clone()).await.unwrap();
+            if let Some(postgres) = &postgres {
+                postgres.create_account(account.clone()).await.unwrap();
+            }
             memory.create_account(account).await.unwrap();
         }
     });
@@ -131,10 +146,13 @@ fn enqueue(c: &mut Criterion) {
         // One task waits for one fsync per envelope: fewer of them.
         let total = if tasks == 1 { 500 } else { 10_240 };
         group.throughput(Throughput::Elements(total as u64));
-        let stores: [(&str, Arc<dyn Store>); 2] = [
+        let mut stores: Vec<(&str, Arc<dyn Store>)> = vec![
             ("sqlite", Arc::clone(&sqlite) as Arc<dyn Store>),
             ("memory", Arc::clone(&memory) as Arc<dyn Store>),
         ];
+        if let Some(postgres) = &postgres {
+            stores.push(("postgres", Arc::clone(postgres)));
+        }
         for (name, store) in stores {
             let stats = std::sync::Mutex::new(Vec::new());
             group.bench_function(BenchmarkId::new(name, tasks), |b| {
@@ -157,6 +175,9 @@ fn enqueue(c: &mut Criterion) {
         }
     }
     group.finish();
+    drop(postgres);
+    // Dropping the schema waits for its connections to end.
+    drop(schema);
 }
 
 /// criterion's entry points; its `criterion_group!` defines an undocumented

@@ -3,16 +3,17 @@
 //! [`Store`] is everything the hub keeps: accounts, devices, their public
 //! keys, queued envelopes, and the short-lived state of verifications, link
 //! tokens and provisioning mailboxes. Backends: [`memory`] (tests, and the
-//! reference for the others) and [`sqlite`] (the embedded default);
-//! PostgreSQL comes later. One conformance suite ([`conformance`]) runs
-//! against every backend.
+//! reference for the others), [`sqlite`] (the embedded default) and
+//! [`postgres`] (one database shared by several hub nodes). One
+//! conformance suite ([`conformance`]) runs against every backend.
 //!
 //! Rules every backend keeps:
 //! - a write has returned only once it is durable (for SQLite, committed in
-//!   WAL mode with `synchronous = FULL`); the hub acknowledges a message only
+//!   WAL mode with `synchronous = FULL`; for PostgreSQL, committed with
+//!   `synchronous_commit = on`); the hub acknowledges a message only
 //!   after [`Store::enqueue`] returned;
 //! - claiming a one-time prekey is atomic: no key is ever handed out twice,
-//!   also under concurrency;
+//!   also under concurrency (from several nodes, for PostgreSQL);
 //! - reads return `Ok(None)` (or an empty list, or zero counts) for what is
 //!   missing, and `Err` only when the backend failed;
 //! - a write that fails changes nothing: each method is all or nothing;
@@ -24,6 +25,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -17,3 +17,15 @@ mod sqlite {
         (store, dir)
     });
 }
+
+/// On a schema of its own per test, dropped at the end; skipped (or failed,
+/// under `CI`) without a PostgreSQL server.
+mod postgres {
+    use passerelle_store::postgres::testing::fresh_schema;
+
+    passerelle_store::store_conformance_tests!(maybe async {
+        let schema = fresh_schema().await?;
+        let store = schema.store(4).await;
+        Some((store, schema))
+    });
+}

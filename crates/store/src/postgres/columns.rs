@@ -1,0 +1,86 @@
+//! How values map to PostgreSQL columns, and driver errors to store errors.
+
+use passerelle_proto::{AccountId, DeviceId};
+use sqlx_core::error::Error as SqlxError;
+use uuid::Uuid;
+
+use crate::{Millis, Result, StoreError};
+
+/// PostgreSQL's code for a foreign key violation.
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+
+/// Turns the driver's errors into [`StoreError::Backend`].
+pub(super) trait Db<T> {
+    /// The value, or the error as a backend failure.
+    fn db(self) -> Result<T>;
+}
+
+impl<T> Db<T> for std::result::Result<T, SqlxError> {
+    fn db(self) -> Result<T> {
+        self.map_err(backend)
+    }
+}
+
+/// A backend failure. PostgreSQL's primary messages name tables and
+/// constraints; the values are only in the error's detail, which is left
+/// out.
+pub(super) fn backend(error: SqlxError) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+/// A value in the database that this build cannot read back.
+pub(super) fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("unreadable {what} in the database"))
+}
+
+/// Whether a statement failed on a foreign key.
+pub(super) fn is_foreign_key_violation(error: &SqlxError) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == FOREIGN_KEY_VIOLATION)
+}
+
+/// A time that SQL compares (an expiry): saturates at `i64::MAX`.
+pub(super) fn expiry(time: Millis) -> i64 {
+    i64::try_from(time).unwrap_or(i64::MAX)
+}
+
+/// An expiry read back.
+pub(super) fn expiry_from(value: i64) -> Millis {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A `u64` that SQL does not compare, stored bit for bit.
+pub(super) fn bits(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// A `u64` stored with [`bits`], read back.
+pub(super) fn from_bits(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// A device id as a `smallint`.
+pub(super) fn device_small(id: DeviceId) -> i16 {
+    // Device ids are 1 to 127.
+    i16::try_from(id.get()).unwrap_or(i16::MAX)
+}
+
+/// A device id read back.
+pub(super) fn device_id(value: i16) -> Result<DeviceId> {
+    u32::try_from(value)
+        .ok()
+        .and_then(|id| DeviceId::new(id).ok())
+        .ok_or_else(|| corrupt("device id"))
+}
+
+/// An account id read back.
+pub(super) fn account_id(id: Uuid) -> AccountId {
+    AccountId(id)
+}
+
+/// A `u32` read back from a `bigint`.
+pub(super) fn u32_from(value: i64, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| corrupt(what))
+}
