@@ -275,9 +275,30 @@ impl Client {
         self.inner.me.device
     }
 
-    /// The hub's URL.
-    pub fn server_url(&self) -> &str {
-        self.inner.http.base().as_str()
+    /// The URL of the hub node in use.
+    pub fn server_url(&self) -> String {
+        self.inner.http.base().to_string()
+    }
+
+    /// Names the nodes of the hub this device may use, in the order to try
+    /// them (for all clones of this client); the URL the device registered
+    /// with need not be among them. From then on a request that cannot
+    /// reach a node goes to the next one, and a [`Listener`] whose
+    /// connection is lost (a node stopping, a network failure) reconnects
+    /// by itself, to the next node, and reads what was queued meanwhile.
+    /// One URL behind which nodes change works too.
+    ///
+    /// [`Listener`]: crate::Listener
+    pub fn set_servers(&self, urls: &[&str]) -> Result<()> {
+        if urls.is_empty() {
+            return Err(ClientError::InvalidInput("no server URL".into()));
+        }
+        let urls = urls
+            .iter()
+            .map(|u| parse_server_url(u))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.http.servers().set(urls);
+        Ok(())
     }
 
     /// Replaces the clock that prekey rotation reads (milliseconds since the

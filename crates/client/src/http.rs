@@ -2,6 +2,8 @@
 //! problem+json answers into [`ClientError::Problem`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use passerelle_proto::endpoint::{Endpoint, Method, fill_path};
@@ -35,11 +37,74 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
-/// A client of one hub.
+/// The base URLs of a hub's nodes and the one in use, shared by every
+/// clone of a client. The first is the URL the device registered with.
+#[derive(Debug)]
+pub(crate) struct Servers {
+    urls: RwLock<Vec<Url>>,
+    current: AtomicUsize,
+    /// Whether the device's connection moves on by itself when it is lost
+    /// (set with [`Servers::set`]).
+    failover: AtomicBool,
+}
+
+impl Servers {
+    fn new(base: Url) -> Self {
+        Self {
+            urls: RwLock::new(vec![base]),
+            current: AtomicUsize::new(0),
+            failover: AtomicBool::new(false),
+        }
+    }
+
+    fn urls(&self) -> std::sync::RwLockReadGuard<'_, Vec<Url>> {
+        // Every change is one assignment: a poisoned lock is consistent.
+        self.urls.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URL in use, and its index.
+    pub(crate) fn current(&self) -> (usize, Url) {
+        let urls = self.urls();
+        let index = self.current.load(Ordering::Relaxed) % urls.len().max(1);
+        (index, urls[index].clone())
+    }
+
+    /// How many URLs there are.
+    pub(crate) fn len(&self) -> usize {
+        self.urls().len()
+    }
+
+    /// Moves on from the URL at `from` to the next one (unless another
+    /// caller already moved on).
+    pub(crate) fn fail_over(&self, from: usize) {
+        let next = (from + 1) % self.len().max(1);
+        let _ = self
+            .current
+            .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Sets the nodes: `urls` (at least one), tried in order; turns on
+    /// failover.
+    pub(crate) fn set(&self, urls: Vec<Url>) {
+        if urls.is_empty() {
+            return;
+        }
+        *self.urls.write().unwrap_or_else(|e| e.into_inner()) = urls;
+        self.current.store(0, Ordering::Relaxed);
+        self.failover.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether connections fail over by themselves.
+    pub(crate) fn failover(&self) -> bool {
+        self.failover.load(Ordering::Relaxed)
+    }
+}
+
+/// A client of one hub (of one node of it at a time).
 #[derive(Clone, Debug)]
 pub(crate) struct Http {
     client: reqwest::Client,
-    base: Url,
+    servers: Arc<Servers>,
     auth: Option<BasicAuth>,
 }
 
@@ -84,12 +149,21 @@ impl Http {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("passerelle-client/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, base, auth })
+        Ok(Self {
+            client,
+            servers: Arc::new(Servers::new(base)),
+            auth,
+        })
     }
 
-    /// The hub's base URL.
-    pub(crate) fn base(&self) -> &Url {
-        &self.base
+    /// The base URL of the node in use.
+    pub(crate) fn base(&self) -> Url {
+        self.servers.current().1
+    }
+
+    /// The hub's nodes.
+    pub(crate) fn servers(&self) -> &Servers {
+        &self.servers
     }
 
     /// The device's credentials, if authenticated.
@@ -126,10 +200,6 @@ impl Http {
         let encoded: Vec<String> = params.iter().map(|p| encode_param(p)).collect();
         let encoded: Vec<&str> = encoded.iter().map(String::as_str).collect();
         let path = fill_path(E::PATH, &encoded);
-        let url = self
-            .base
-            .join(path.trim_start_matches('/'))
-            .map_err(|e| ClientError::InvalidInput(format!("path {path}: {e}")))?;
         let method = match E::METHOD {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -149,8 +219,13 @@ impl Http {
             Method::Get | Method::Delete => None,
         };
         let mut attempt = 0;
+        let mut failovers = 0;
         let (status, bytes) = loop {
             attempt += 1;
+            let (node, base) = self.servers.current();
+            let url = base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| ClientError::InvalidInput(format!("path {path}: {e}")))?;
             let mut request = self.client.request(method.clone(), url.clone());
             if let Some(auth) = auth {
                 request = request.basic_auth(&auth.user, Some(auth.password.as_str()));
@@ -167,6 +242,17 @@ impl Http {
                 }
                 Err(e) => Err(e),
             };
+            // A node that cannot be reached got nothing: any request may
+            // go to the next node, once per node.
+            if let Err(e) = &answer {
+                if e.is_connect() && failovers + 1 < self.servers.len() {
+                    failovers += 1;
+                    attempt -= 1;
+                    self.servers.fail_over(node);
+                    tracing::debug!(path = E::PATH, "node unreachable; trying the next one");
+                    continue;
+                }
+            }
             let retry = match &answer {
                 Ok((status, _)) => *status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
                 Err(_) => true,

@@ -21,6 +21,19 @@ use crate::ws::Socket;
 /// notice when it is gone.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How many times a listener that fails over tries to connect again, over
+/// all nodes, before it reports the failure.
+pub const RECONNECT_ATTEMPTS: u32 = 8;
+/// The first pause between reconnection attempts; it doubles up to
+/// [`MAX_RECONNECT_PAUSE`].
+const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
+
+/// Close codes with which the hub means "do not come back": another
+/// connection of this device replaced this one (4000), the device was
+/// removed (4001).
+const FINAL_CLOSE_CODES: &[u16] = &[4000, 4001];
+
 /// A connection to the hub's delivery socket, yielding [`Event`]s.
 ///
 /// Get one from [`Client::listen`]; call [`Listener::next`] in a loop (or
@@ -28,6 +41,13 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// messages queued while the device was offline are processed, then keeps
 /// yielding new ones; `None` means the hub closed the connection (listen
 /// again to reconnect).
+///
+/// Once [`Client::set_servers`] was called, a lost connection is not the
+/// end: the listener connects again, to the next node, and yields
+/// [`Event::QueueEmpty`] again once it has read what was queued meanwhile.
+/// It ends (`None`) only when the hub closed it for good (the device
+/// connected elsewhere or was removed), and reports an error after
+/// [`RECONNECT_ATTEMPTS`] failed attempts.
 pub struct Listener {
     client: Client,
     socket: Option<Socket>,
@@ -53,13 +73,7 @@ impl Client {
     /// device's prekeys if the hub runs low, and refreshes the list of the
     /// account's devices.
     pub async fn listen(&self) -> Result<Listener> {
-        let auth = self
-            .inner
-            .http
-            .auth()
-            .ok_or(ClientError::NotRegistered)?
-            .clone();
-        let socket = Socket::connect(self.inner.http.base(), &auth).await?;
+        let socket = self.connect_socket().await?;
         if let Err(e) = self.refresh_prekeys().await {
             tracing::warn!(error = %e, "could not check prekeys");
         }
@@ -84,6 +98,28 @@ impl Client {
             prekeys_used: false,
             ping,
         })
+    }
+
+    /// Opens the delivery socket on the node in use; on a node that cannot
+    /// be reached, with failover on, on the next ones.
+    async fn connect_socket(&self) -> Result<Socket> {
+        let http = &self.inner.http;
+        let auth = http.auth().ok_or(ClientError::NotRegistered)?.clone();
+        let servers = http.servers();
+        let tries = if servers.failover() { servers.len() } else { 1 };
+        let mut last = None;
+        for _ in 0..tries {
+            let (node, base) = servers.current();
+            match Socket::connect(&base, &auth).await {
+                Ok(socket) => return Ok(socket),
+                Err(e @ ClientError::Transport(_)) => {
+                    servers.fail_over(node);
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::NotRegistered))
     }
 
     /// Connects, processes everything queued for this device, and returns
@@ -123,7 +159,9 @@ impl Listener {
                 _ = ping.tick() => {
                     if let Err(e) = socket.ping().await {
                         self.socket = None;
-                        return Some(Err(e));
+                        if let Some(e) = self.recover(e).await {
+                            return Some(Err(e));
+                        }
                     }
                     continue;
                 }
@@ -131,11 +169,24 @@ impl Listener {
             match frame {
                 Err(e) => {
                     self.socket = None;
-                    return Some(Err(e));
+                    if let Some(e) = self.recover(e).await {
+                        return Some(Err(e));
+                    }
                 }
                 Ok(None) => {
+                    let code = socket.close_code();
                     self.socket = None;
-                    return None;
+                    let final_close = code.is_some_and(|c| FINAL_CLOSE_CODES.contains(&c));
+                    if final_close || !self.client.inner.http.servers().failover() {
+                        return None;
+                    }
+                    let lost = ClientError::WebSocket(format!(
+                        "the hub closed the connection ({})",
+                        code.map_or_else(|| "no code".to_owned(), |c| c.to_string())
+                    ));
+                    if let Some(e) = self.recover(lost).await {
+                        return Some(Err(e));
+                    }
                 }
                 Ok(Some(ServerFrame::Envelope { envelope })) => {
                     let id = envelope.id;
@@ -168,6 +219,35 @@ impl Listener {
                 Ok(Some(_)) => {}
             }
         }
+    }
+
+    /// The connection was lost with `error`: with failover on, connects
+    /// again (the next node first) and returns `None`; otherwise, or when
+    /// every attempt failed, returns the error to report.
+    async fn recover(&mut self, error: ClientError) -> Option<ClientError> {
+        let servers = self.client.inner.http.servers();
+        if !servers.failover() || !matches!(error, ClientError::Transport(_) | ClientError::WebSocket(_)) {
+            return Some(error);
+        }
+        tracing::info!(error = %error, "connection to the hub lost; connecting again");
+        // The node that dropped the connection is likely going away.
+        servers.fail_over(servers.current().0);
+        let mut pause = FIRST_RECONNECT_PAUSE;
+        let mut last = error;
+        for _ in 0..RECONNECT_ATTEMPTS {
+            match self.client.connect_socket().await {
+                Ok(socket) => {
+                    self.socket = Some(socket);
+                    self.drained = false;
+                    return None;
+                }
+                Err(e @ (ClientError::Transport(_) | ClientError::WebSocket(_))) => last = e,
+                Err(e) => return Some(e),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+        }
+        Some(last)
     }
 
     /// Tops up prekeys if PreKey messages used some since the last check.

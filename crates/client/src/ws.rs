@@ -21,6 +21,8 @@ use crate::http::BasicAuth;
 /// An open delivery socket.
 pub(crate) struct Socket {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The code of the hub's close frame, once one came.
+    close_code: Option<u16>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -73,7 +75,10 @@ impl Socket {
         let (stream, _) = tokio_tungstenite::connect_async(request)
             .await
             .map_err(ws_error)?;
-        Ok(Self { stream })
+        Ok(Self {
+            stream,
+            close_code: None,
+        })
     }
 
     /// The next frame; `None` once the hub closed the socket. Frames of
@@ -102,12 +107,20 @@ impl Socket {
                         tracing::debug!("unknown WebSocket frame skipped");
                     }
                 },
-                Message::Close(_) => return Ok(None),
+                Message::Close(frame) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(None);
+                }
                 // Pings are answered by tungstenite; binary frames are not
                 // part of the protocol.
                 _ => {}
             }
         }
+    }
+
+    /// The code the hub closed the socket with, if it sent one.
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Acknowledges envelopes: the hub may delete them.

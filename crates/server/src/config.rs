@@ -66,6 +66,14 @@ pub struct Config {
     /// The task that deletes expired envelopes and tells their senders.
     #[serde(default)]
     pub expiry: ExpiryConfig,
+    /// NATS, linking the nodes of a hub that share one store: one URL or
+    /// several, comma-separated. Without it the node delivers only to its
+    /// own connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    /// This node's name among the hub's nodes, for logs.
+    #[serde(default = "default_node")]
+    pub node: String,
 }
 
 /// A `postgres://` URL. It may hold a password, so its `Debug` shows only
@@ -205,6 +213,10 @@ fn default_database_pool_size() -> u32 {
     passerelle_store::postgres::DEFAULT_POOL_SIZE
 }
 
+fn default_node() -> String {
+    "node".to_owned()
+}
+
 fn yes() -> bool {
     true
 }
@@ -286,6 +298,8 @@ impl Default for Config {
             apps,
             limits: Limits::default(),
             expiry: ExpiryConfig::default(),
+            nats: None,
+            node: default_node(),
         }
     }
 }
@@ -301,6 +315,8 @@ const KEYS: &[&str] = &[
     "apps",
     "limits",
     "expiry",
+    "nats",
+    "node",
 ];
 
 impl Config {
@@ -360,6 +376,15 @@ impl Config {
                  listen on a loopback address (such as 127.0.0.1) or set dev_mode = false",
                 self.listen
             ));
+        }
+        if let Some(nats) = &self.nats {
+            if let Err(e) = crate::delivery::nats::parse_servers(nats) {
+                return invalid(e.to_string());
+            }
+        }
+        if self.node.is_empty() || self.node.len() > 64 || self.node.chars().any(char::is_control)
+        {
+            return invalid("node must be 1 to 64 characters, none a control character".into());
         }
         if self.apps.is_empty() {
             return invalid("no apps: add at least one [apps.<id>] table".into());
@@ -655,6 +680,26 @@ mod tests {
         assert_eq!(c.limits.max_queued_envelopes, 7);
         assert_eq!(c.limits.rate_registration, Rate::new(6, 2));
         assert_eq!(c.limits.rate_link, Limits::default().rate_link);
+    }
+
+    #[test]
+    fn nats_and_node_are_checked() {
+        let base = "[apps.x]\nname = \"X\"\nscheme = \"username\"\n";
+        let c = Config::from_toml(base).unwrap();
+        assert_eq!(c.nats, None);
+        assert_eq!(c.node, "node");
+        let text = format!(
+            "nats = \"nats://10.0.0.1:4222, nats://10.0.0.2:4222\"\nnode = \"b\"\n{base}"
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.node, "b");
+        assert!(c.nats.unwrap().contains("10.0.0.2"));
+        let bad = format!("nats = \"nats://host:notaport\"\n{base}");
+        let e = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("notaport"), "{e}");
+        let bad = format!("node = \"\"\n{base}");
+        let e = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("node"), "{e}");
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The message bus linking the nodes could not start.
+    #[error(transparent)]
+    Bus(#[from] delivery::nats::BusError),
     /// Serving failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
@@ -145,8 +148,9 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Runs the hub: opens its store (the PostgreSQL `config.database`, or
-/// else SQLite under `config.data_dir`), binds `config.listen`, and serves
-/// until `shutdown` completes.
+/// else SQLite under `config.data_dir`), joins the other nodes over NATS if
+/// `config.nats` is set, binds `config.listen`, and serves until `shutdown`
+/// completes.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -157,8 +161,13 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let state = AppState::new(config, store);
-    serve_on(listener, state, shutdown).await
+    let bus = config.nats.clone().map(|nats| (nats, config.node.clone()));
+    let mut builder = AppState::builder(config, store);
+    if let Some((nats, node)) = bus {
+        let delivery = delivery::nats::NatsDelivery::start(&nats, &node, builder.registry()).await?;
+        builder = builder.delivery(Arc::new(delivery));
+    }
+    serve_on(listener, builder.build(), shutdown).await
 }
 
 /// The store the configuration names.
@@ -184,7 +193,8 @@ async fn open_store(config: &Config) -> Result<Arc<dyn passerelle_store::Store>,
 /// Serves `state` on a bound listener until `shutdown` completes (or
 /// [`AppState::shut_down`] is called), with the expiry task running. On
 /// shutdown, WebSockets are closed (`1001`), requests in flight finish,
-/// and the expiry task stops.
+/// the expiry task stops, and the delivery fan-out is closed (a NATS
+/// delivery leaves the bus).
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
@@ -210,6 +220,7 @@ pub async fn serve_on(
     if let Err(e) = expiry.await {
         tracing::error!(error = %e, "the expiry task failed");
     }
+    state.delivery().close().await;
     tracing::info!("hub stopped");
     result.map_err(ServeError::Io)
 }

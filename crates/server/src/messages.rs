@@ -90,13 +90,16 @@ pub async fn send(
     });
 
     if request.online_only {
-        let mut pushed = 0;
-        for envelope in envelopes {
+        // Pushes to other nodes wait for an answer: all at once.
+        let pushes = envelopes.map(|envelope| {
             let device = envelope.destination_device;
-            if state.delivery().push_ephemeral(recipient, device, envelope) {
-                pushed += 1;
-            }
-        }
+            state.delivery().push_ephemeral(recipient, device, envelope)
+        });
+        let pushed = futures_util::future::join_all(pushes)
+            .await
+            .into_iter()
+            .filter(|&taken| taken)
+            .count();
         metrics::ephemeral(pushed);
         return Ok(Sent {
             server_timestamp: now,

@@ -12,6 +12,13 @@
 //! | `passerelle_ephemeral_pushed_total` | counter | |
 //! | `passerelle_connected_devices` | gauge | |
 //! | `passerelle_enqueue_duration_seconds` | histogram | |
+//! | `passerelle_bus_connected` | gauge (1 or 0) | |
+//! | `passerelle_bus_reconnects_total` | counter | |
+//! | `passerelle_bus_published_total` | counter | `kind` (`wake`, `removed`, `claim`, `ephemeral`, `wake_all`) |
+//! | `passerelle_bus_received_total` | counter | `kind` |
+//! | `passerelle_bus_lost_total` | counter | |
+//!
+//! The `bus` metrics exist on a node with `nats` configured.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -23,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use passerelle_proto::ProblemType;
 
+use crate::delivery::BusStatus;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -35,6 +43,11 @@ const EXPIRED: &str = "passerelle_envelopes_expired_total";
 const EPHEMERAL: &str = "passerelle_ephemeral_pushed_total";
 const CONNECTED: &str = "passerelle_connected_devices";
 const ENQUEUE_DURATION: &str = "passerelle_enqueue_duration_seconds";
+const BUS_CONNECTED: &str = "passerelle_bus_connected";
+const BUS_RECONNECTS: &str = "passerelle_bus_reconnects_total";
+const BUS_PUBLISHED: &str = "passerelle_bus_published_total";
+const BUS_RECEIVED: &str = "passerelle_bus_received_total";
+const BUS_LOST: &str = "passerelle_bus_lost_total";
 
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -81,6 +94,34 @@ fn describe() {
         Unit::Seconds,
         "time to queue a send durably"
     );
+    describe_gauge!(BUS_CONNECTED, "1 while this node is connected to NATS");
+    describe_counter!(BUS_RECONNECTS, "reconnections to NATS after a loss");
+    describe_counter!(BUS_PUBLISHED, "messages this node published to other nodes");
+    describe_counter!(BUS_RECEIVED, "messages this node heard from other nodes");
+    describe_counter!(
+        BUS_LOST,
+        "wakes and removals held back because NATS was unreachable"
+    );
+}
+
+pub(crate) fn bus_connected(up: bool) {
+    metrics::gauge!(BUS_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+pub(crate) fn bus_reconnected() {
+    metrics::counter!(BUS_RECONNECTS).increment(1);
+}
+
+pub(crate) fn bus_published(kind: &'static str) {
+    metrics::counter!(BUS_PUBLISHED, "kind" => kind).increment(1);
+}
+
+pub(crate) fn bus_received(kind: &'static str) {
+    metrics::counter!(BUS_RECEIVED, "kind" => kind).increment(1);
+}
+
+pub(crate) fn bus_lost() {
+    metrics::counter!(BUS_LOST).increment(1);
 }
 
 pub(crate) fn set_connected(n: usize) {
@@ -143,25 +184,29 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store answers and, on a node of several, the
+/// message bus is connected.
 pub(crate) async fn readyz(
     State(state): State<AppState>,
 ) -> Result<(StatusCode, &'static str), ApiError> {
+    let unavailable = |what| ApiError::new(ProblemType::Unavailable, what);
     match tokio::time::timeout(Duration::from_secs(2), state.store().ping()).await {
-        Ok(Ok(())) => Ok((StatusCode::OK, "ready\n")),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "store ping failed");
-            Err(ApiError::new(
-                ProblemType::Unavailable,
-                "the store does not answer",
-            ))
+            return Err(unavailable("the store does not answer"));
         }
         Err(_) => {
             tracing::warn!("store ping timed out");
-            Err(ApiError::new(
-                ProblemType::Unavailable,
-                "the store does not answer",
-            ))
+            return Err(unavailable("the store does not answer"));
         }
+    }
+    match state.delivery().status() {
+        BusStatus::SingleNode | BusStatus::Bus { connected: true } => {
+            Ok((StatusCode::OK, "ready\n"))
+        }
+        BusStatus::Bus { connected: false } => Err(unavailable(
+            "the message bus (NATS) is not connected: devices on other nodes are not woken",
+        )),
     }
 }

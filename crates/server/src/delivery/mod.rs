@@ -12,12 +12,14 @@
 //! the store's order, a wake lost or doubled costs nothing, and nothing
 //! queued is missed.
 
+pub mod nats;
 pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use futures_util::future::BoxFuture;
 use passerelle_proto::{AccountId, DeviceId, Envelope};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -30,13 +32,41 @@ const EPHEMERAL_BUFFER: usize = 16;
 /// The fan-out from senders to the connections of recipient devices.
 pub trait Delivery: Send + Sync + 'static {
     /// Envelopes were queued for a device: its connection, wherever it is,
-    /// should read them.
+    /// should read them. Never blocks; a wake may be lost (it is a hint).
     fn wake(&self, account: AccountId, device: DeviceId);
     /// Pushes an ephemeral envelope to a device if it is connected now;
-    /// returns whether a connection took it. Never stored.
-    fn push_ephemeral(&self, account: AccountId, device: DeviceId, envelope: Envelope) -> bool;
-    /// Closes the device's connection (the device was removed).
+    /// resolves to whether a connection took it. Never stored. Resolves
+    /// within a short bound even when the device sits on another node.
+    fn push_ephemeral(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        envelope: Envelope,
+    ) -> BoxFuture<'_, bool>;
+    /// Closes the device's connection, wherever it is (the device was
+    /// removed).
     fn disconnect(&self, account: AccountId, device: DeviceId);
+    /// The state of the link to other nodes.
+    fn status(&self) -> BusStatus {
+        BusStatus::SingleNode
+    }
+    /// Stops whatever the fan-out runs in the background, once the hub has
+    /// stopped serving.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// How a node is linked to the other nodes of its hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusStatus {
+    /// No other nodes: delivery stays in this process.
+    SingleNode,
+    /// A message bus links the nodes; whether it is connected now.
+    Bus {
+        /// Connected to the bus.
+        connected: bool,
+    },
 }
 
 /// Why the hub closed a connection.
@@ -48,8 +78,35 @@ pub enum CloseReason {
     Removed,
 }
 
+/// The rank of one connection of a device among all its connections on
+/// every node: of two, the greater one is kept.
+///
+/// `stamp` comes from a hybrid logical clock (milliseconds of wall time,
+/// pushed past every stamp this node has seen from others), so a
+/// connection opened after this node heard of another one always ranks
+/// above it, whatever the clocks say; two connections opened at once on
+/// two nodes are ordered by time, then by node and connection number,
+/// the same way on both nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation {
+    /// The hybrid clock's reading when the connection registered.
+    pub stamp: u64,
+    /// The node's instance number (random per process).
+    pub node: u64,
+    /// The connection's number on its node.
+    pub conn: u64,
+}
+
+/// Told, in order, when a device's connection arrives on this node or
+/// the device has none here any more. Called with the registry locked:
+/// implementations must only queue the news.
+pub(crate) trait Presence: Send + Sync {
+    fn arrived(&self, account: AccountId, device: DeviceId, generation: Generation);
+    fn left(&self, account: AccountId, device: DeviceId);
+}
+
 struct Slot {
-    id: u64,
+    generation: Generation,
     wake: Arc<Notify>,
     ephemeral: mpsc::Sender<Envelope>,
     close: Option<oneshot::Sender<CloseReason>>,
@@ -57,10 +114,25 @@ struct Slot {
 
 type Key = (AccountId, DeviceId);
 
-#[derive(Default)]
 struct RegistryInner {
     slots: Mutex<HashMap<Key, Slot>>,
     next_id: AtomicU64,
+    instance: u64,
+    /// The hybrid clock: the greatest stamp issued or seen.
+    clock: AtomicU64,
+    presence: OnceLock<Box<dyn Presence>>,
+}
+
+impl Default for RegistryInner {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            instance: rand::random(),
+            clock: AtomicU64::new(0),
+            presence: OnceLock::new(),
+        }
+    }
 }
 
 /// This node's connected devices: one connection per device.
@@ -75,6 +147,12 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Registry {
     fn slots(&self) -> MutexGuard<'_, HashMap<Key, Slot>> {
         // A panic while holding the lock leaves the map consistent (every
@@ -82,15 +160,53 @@ impl Registry {
         self.0.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Installs the one [`Presence`] of this registry; false if there is
+    /// one already.
+    pub(crate) fn set_presence(&self, presence: Box<dyn Presence>) -> bool {
+        self.0.presence.set(presence).is_ok()
+    }
+
+    fn presence(&self) -> Option<&dyn Presence> {
+        self.0.presence.get().map(AsRef::as_ref)
+    }
+
+    /// A stamp above every stamp issued or seen, and not behind the wall
+    /// clock.
+    fn tick(&self) -> u64 {
+        let now = wall_clock_ms();
+        let mut last = self.0.clock.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last.saturating_add(1));
+            match self
+                .0
+                .clock
+                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// Moves the hybrid clock past a stamp seen from another node.
+    fn observe(&self, stamp: u64) {
+        self.0.clock.fetch_max(stamp, Ordering::Relaxed);
+    }
+
     /// Registers a connection of a device. A connection the device already
     /// had is told to close ([`CloseReason::Replaced`]).
     pub fn register(&self, account: AccountId, device: DeviceId) -> Connection {
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        let generation = Generation {
+            stamp: self.tick(),
+            node: self.0.instance,
+            conn: id,
+        };
         let wake = Arc::new(Notify::new());
         let (ephemeral_tx, ephemeral) = mpsc::channel(EPHEMERAL_BUFFER);
         let (close_tx, closed) = oneshot::channel();
         let slot = Slot {
-            id,
+            generation,
             wake: wake.clone(),
             ephemeral: ephemeral_tx,
             close: Some(close_tx),
@@ -98,6 +214,9 @@ impl Registry {
         let (old, count) = {
             let mut slots = self.slots();
             let old = slots.insert((account, device), slot);
+            if let Some(presence) = self.presence() {
+                presence.arrived(account, device, generation);
+            }
             (old, slots.len())
         };
         if let Some(close) = old.and_then(|mut old| old.close.take()) {
@@ -108,22 +227,41 @@ impl Registry {
             registry: self.clone(),
             account,
             device,
-            id,
+            generation,
             wake,
             ephemeral,
             closed,
         }
     }
 
-    fn unregister(&self, account: AccountId, device: DeviceId, id: u64) {
-        let count = {
+    /// Removes the device's slot if `keep` says so, telling the presence.
+    fn remove_if(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        keep: impl FnOnce(&Slot) -> bool,
+    ) -> Option<Slot> {
+        let (slot, count) = {
             let mut slots = self.slots();
-            if slots.get(&(account, device)).is_some_and(|s| s.id == id) {
-                slots.remove(&(account, device));
+            let remove = slots.get(&(account, device)).is_some_and(|s| !keep(s));
+            let slot = if remove {
+                slots.remove(&(account, device))
+            } else {
+                None
+            };
+            if slot.is_some() {
+                if let Some(presence) = self.presence() {
+                    presence.left(account, device);
+                }
             }
-            slots.len()
+            (slot, slots.len())
         };
         metrics::set_connected(count);
+        slot
+    }
+
+    fn unregister(&self, account: AccountId, device: DeviceId, generation: Generation) {
+        self.remove_if(account, device, |s| s.generation != generation);
     }
 
     /// How many devices are connected to this node.
@@ -136,9 +274,29 @@ impl Registry {
         self.slots().contains_key(&(account, device))
     }
 
+    /// The connection of a device here, by rank, if it has one.
+    pub fn generation(&self, account: AccountId, device: DeviceId) -> Option<Generation> {
+        self.slots().get(&(account, device)).map(|s| s.generation)
+    }
+
+    /// Every device connected here, with the rank of its connection.
+    pub fn devices(&self) -> Vec<(AccountId, DeviceId, Generation)> {
+        self.slots()
+            .iter()
+            .map(|(&(a, d), s)| (a, d, s.generation))
+            .collect()
+    }
+
     /// Wakes a device's connection, if it has one here.
     pub fn wake(&self, account: AccountId, device: DeviceId) {
         if let Some(slot) = self.slots().get(&(account, device)) {
+            slot.wake.notify_one();
+        }
+    }
+
+    /// Wakes every connection here (wakes may have been lost).
+    pub fn wake_all(&self) {
+        for slot in self.slots().values() {
             slot.wake.notify_one();
         }
     }
@@ -155,11 +313,25 @@ impl Registry {
 
     /// Closes a device's connection, if it has one here.
     pub fn disconnect(&self, account: AccountId, device: DeviceId, reason: CloseReason) {
-        let slot = self.slots().remove(&(account, device));
+        let slot = self.remove_if(account, device, |_| false);
         if let Some(close) = slot.and_then(|mut slot| slot.close.take()) {
             let _ = close.send(reason);
         }
-        metrics::set_connected(self.connected());
+    }
+
+    /// A connection of the device ranked `claim` opened elsewhere: the
+    /// connection here closes ([`CloseReason::Replaced`]) if it ranks
+    /// below. Returns whether it did.
+    pub fn yield_to(&self, account: AccountId, device: DeviceId, claim: Generation) -> bool {
+        self.observe(claim.stamp);
+        let slot = self.remove_if(account, device, |s| s.generation >= claim);
+        match slot.and_then(|mut slot| slot.close.take()) {
+            Some(close) => {
+                let _ = close.send(CloseReason::Replaced);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -168,7 +340,7 @@ pub struct Connection {
     registry: Registry,
     account: AccountId,
     device: DeviceId,
-    id: u64,
+    generation: Generation,
     /// Notified when envelopes were queued for the device.
     pub wake: Arc<Notify>,
     /// Ephemeral envelopes to push.
@@ -177,9 +349,17 @@ pub struct Connection {
     pub closed: oneshot::Receiver<CloseReason>,
 }
 
+impl Connection {
+    /// This connection's rank among the device's connections.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.registry.unregister(self.account, self.device, self.id);
+        self.registry
+            .unregister(self.account, self.device, self.generation);
     }
 }
 
@@ -201,8 +381,14 @@ impl Delivery for InProcessDelivery {
         self.registry.wake(account, device);
     }
 
-    fn push_ephemeral(&self, account: AccountId, device: DeviceId, envelope: Envelope) -> bool {
-        self.registry.push_ephemeral(account, device, envelope)
+    fn push_ephemeral(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        envelope: Envelope,
+    ) -> BoxFuture<'_, bool> {
+        let taken = self.registry.push_ephemeral(account, device, envelope);
+        Box::pin(std::future::ready(taken))
     }
 
     fn disconnect(&self, account: AccountId, device: DeviceId) {
@@ -227,6 +413,58 @@ mod tests {
         assert!(registry.is_connected(account, DeviceId::PRIMARY));
         drop(second);
         assert_eq!(registry.connected(), 0);
+    }
+
+    /// Two nodes that hear each other's claims keep exactly one of two
+    /// connections of a device, whatever order the claims arrive in.
+    #[tokio::test]
+    async fn of_two_nodes_exactly_one_connection_survives() {
+        let account = AccountId::random();
+        let (a, b) = (Registry::default(), Registry::default());
+        let mut on_a = a.register(account, DeviceId::PRIMARY);
+        let mut on_b = b.register(account, DeviceId::PRIMARY);
+        let (ga, gb) = (on_a.generation(), on_b.generation());
+        assert_ne!(ga, gb);
+        // Each hears the other's claim.
+        let a_closed = a.yield_to(account, DeviceId::PRIMARY, gb);
+        let b_closed = b.yield_to(account, DeviceId::PRIMARY, ga);
+        assert_ne!(a_closed, b_closed, "exactly one closes");
+        let (loser, winner) = if a_closed {
+            (&mut on_a, &b)
+        } else {
+            (&mut on_b, &a)
+        };
+        assert_eq!((&mut loser.closed).await.ok(), Some(CloseReason::Replaced));
+        assert!(winner.is_connected(account, DeviceId::PRIMARY));
+    }
+
+    /// A connection opened after a node heard a claim ranks above it, even
+    /// when the claim's clock runs ahead.
+    #[tokio::test]
+    async fn a_later_connection_outranks_every_claim_heard() {
+        let account = AccountId::random();
+        let registry = Registry::default();
+        let ahead = Generation {
+            stamp: wall_clock_ms() + 3_600_000,
+            node: u64::MAX,
+            conn: u64::MAX,
+        };
+        assert!(!registry.yield_to(account, DeviceId::PRIMARY, ahead));
+        let conn = registry.register(account, DeviceId::PRIMARY);
+        assert!(conn.generation() > ahead);
+        // An old claim does not close it; a newer one does.
+        let behind = Generation {
+            stamp: 1,
+            ..conn.generation()
+        };
+        assert!(!registry.yield_to(account, DeviceId::PRIMARY, behind));
+        assert!(registry.is_connected(account, DeviceId::PRIMARY));
+        let newer = Generation {
+            stamp: conn.generation().stamp + 1,
+            ..conn.generation()
+        };
+        assert!(registry.yield_to(account, DeviceId::PRIMARY, newer));
+        assert!(!registry.is_connected(account, DeviceId::PRIMARY));
     }
 
     #[tokio::test]
