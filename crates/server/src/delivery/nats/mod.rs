@@ -305,11 +305,8 @@ impl Shared {
     /// server processed what preceded it on this connection).
     async fn round_trip(&self) -> bool {
         let probe = format!("{}.probe.{}", wire::nodes_subject(), uuid::Uuid::new_v4());
-        let answer = tokio::time::timeout(
-            ROUND_TRIP,
-            self.client.request(probe, bytes::Bytes::new()),
-        )
-        .await;
+        let answer =
+            tokio::time::timeout(ROUND_TRIP, self.client.request(probe, bytes::Bytes::new())).await;
         match answer {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
