@@ -466,7 +466,7 @@ impl NatsServer {
     }
 
     async fn spawn(binary: &str, port: u16, dir: &tempfile::TempDir) -> Child {
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -482,6 +482,8 @@ impl NatsServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nats-server did not listen on {port}");
     }
 
