@@ -226,7 +226,9 @@ impl Listener {
     /// every attempt failed, returns the error to report.
     async fn recover(&mut self, error: ClientError) -> Option<ClientError> {
         let servers = self.client.inner.http.servers();
-        if !servers.failover() || !matches!(error, ClientError::Transport(_) | ClientError::WebSocket(_)) {
+        if !servers.failover()
+            || !matches!(error, ClientError::Transport(_) | ClientError::WebSocket(_))
+        {
             return Some(error);
         }
         tracing::info!(error = %error, "connection to the hub lost; connecting again");

@@ -382,8 +382,7 @@ impl Config {
                 return invalid(e.to_string());
             }
         }
-        if self.node.is_empty() || self.node.len() > 64 || self.node.chars().any(char::is_control)
-        {
+        if self.node.is_empty() || self.node.len() > 64 || self.node.chars().any(char::is_control) {
             return invalid("node must be 1 to 64 characters, none a control character".into());
         }
         if self.apps.is_empty() {
@@ -688,9 +687,8 @@ mod tests {
         let c = Config::from_toml(base).unwrap();
         assert_eq!(c.nats, None);
         assert_eq!(c.node, "node");
-        let text = format!(
-            "nats = \"nats://10.0.0.1:4222, nats://10.0.0.2:4222\"\nnode = \"b\"\n{base}"
-        );
+        let text =
+            format!("nats = \"nats://10.0.0.1:4222, nats://10.0.0.2:4222\"\nnode = \"b\"\n{base}");
         let c = Config::from_toml(&text).unwrap();
         assert_eq!(c.node, "b");
         assert!(c.nats.unwrap().contains("10.0.0.2"));

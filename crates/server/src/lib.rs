@@ -164,7 +164,8 @@ pub async fn serve(
     let bus = config.nats.clone().map(|nats| (nats, config.node.clone()));
     let mut builder = AppState::builder(config, store);
     if let Some((nats, node)) = bus {
-        let delivery = delivery::nats::NatsDelivery::start(&nats, &node, builder.registry()).await?;
+        let delivery =
+            delivery::nats::NatsDelivery::start(&nats, &node, builder.registry()).await?;
         builder = builder.delivery(Arc::new(delivery));
     }
     serve_on(listener, builder.build(), shutdown).await

@@ -177,11 +177,12 @@ impl Registry {
         let mut last = self.0.clock.load(Ordering::Relaxed);
         loop {
             let next = now.max(last.saturating_add(1));
-            match self
-                .0
-                .clock
-                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.0.clock.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return next,
                 Err(seen) => last = seen,
             }

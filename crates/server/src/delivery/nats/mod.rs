@@ -69,6 +69,7 @@
 pub mod wire;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -305,11 +306,8 @@ impl Shared {
     /// server processed what preceded it on this connection).
     async fn round_trip(&self) -> bool {
         let probe = format!("{}.probe.{}", wire::nodes_subject(), uuid::Uuid::new_v4());
-        let answer = tokio::time::timeout(
-            ROUND_TRIP,
-            self.client.request(probe, bytes::Bytes::new()),
-        )
-        .await;
+        let answer =
+            tokio::time::timeout(ROUND_TRIP, self.client.request(probe, bytes::Bytes::new())).await;
         match answer {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
@@ -411,7 +409,7 @@ async fn subscriptions(shared: Arc<Shared>, mut news: mpsc::UnboundedReceiver<Ne
                 if shared.registry.generation(account, device) != Some(generation) {
                     continue;
                 }
-                if !subscribed.contains_key(&key) {
+                if let Entry::Vacant(slot) = subscribed.entry(key) {
                     match shared
                         .client
                         .subscribe(wire::device_subject(account, device))
@@ -419,7 +417,7 @@ async fn subscriptions(shared: Arc<Shared>, mut news: mpsc::UnboundedReceiver<Ne
                     {
                         Ok(subscriber) => {
                             let task = tokio::spawn(listen(shared.clone(), key, subscriber));
-                            subscribed.insert(key, task.abort_handle());
+                            slot.insert(task.abort_handle());
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "could not subscribe to a device");
