@@ -642,8 +642,10 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(Config::default().database, None);
 
-        let mut c = Config::default();
-        c.database = Some(DatabaseUrl("mysql://hub:s3cret@db/p".into()));
+        let mut c = Config {
+            database: Some(DatabaseUrl("mysql://hub:s3cret@db/p".into())),
+            ..Config::default()
+        };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("database") && e.contains("postgres://"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
