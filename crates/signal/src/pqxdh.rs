@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::kem::{KemPublicKey, KemSecretKey};
 use crate::message::CURRENT_VERSION;
+use crate::pq_ratchet;
 use crate::ratchet::{ChainKey, RootKey};
 use crate::session::state::{SenderChain, SessionState};
 
@@ -51,8 +52,8 @@ pub(crate) struct BobParameters<'a> {
 struct Derived {
     root: RootKey,
     chain: ChainKey,
-    /// Keys SPQR's first epoch; unused while SPQR is negotiated off.
-    _pq_auth: Zeroizing<[u8; 32]>,
+    /// Keys SPQR (its authenticator and its first chains).
+    pq_auth: Zeroizing<[u8; 32]>,
 }
 
 fn derive(secret: &[u8]) -> Derived {
@@ -66,7 +67,7 @@ fn derive(secret: &[u8]) -> Derived {
     Derived {
         root: RootKey(root),
         chain: ChainKey::new(chain, 0),
-        _pq_auth: pq_auth,
+        pq_auth,
     }
 }
 
@@ -114,7 +115,11 @@ pub(crate) fn initialize_alice<R: RngCore + CryptoRng>(
         local_registration_id: 0,
         remote_registration_id: 0,
         alice_base_key: p.our_base_key.public,
-        pq_ratchet_state: Vec::new(),
+        pq_ratchet_state: pq_ratchet::initial_state(
+            &derived.pq_auth[..],
+            true,
+            p.our_identity.identity_key() == p.their_identity,
+        )?,
     };
     state.add_receiver_chain(*p.their_signed_pre_key, derived.chain.clone());
     Ok((state, kem_ciphertext))
@@ -161,6 +166,10 @@ pub(crate) fn initialize_bob(p: &BobParameters<'_>) -> Result<SessionState> {
         local_registration_id: 0,
         remote_registration_id: 0,
         alice_base_key: *p.their_base_key,
-        pq_ratchet_state: Vec::new(),
+        pq_ratchet_state: pq_ratchet::initial_state(
+            &derived.pq_auth[..],
+            false,
+            p.our_identity.identity_key() == p.their_identity,
+        )?,
     })
 }

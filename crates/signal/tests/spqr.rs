@@ -287,3 +287,111 @@ fn garbage_chunk_rng_check() {
     let got = spqr::recv(&b, &msg).expect("accepted until the MAC can be checked");
     assert!(got.key.is_some());
 }
+
+/// Sessions run SPQR: every message carries a payload, both sides derive
+/// the same salted keys (or the messages would not decrypt), and ML-KEM
+/// epochs advance as the conversation goes on.
+mod session {
+    use std::time::SystemTime;
+
+    use passerelle_signal::{
+        CiphertextMessage, IdentityKeyPair, IdentityKeyStore, InMemoryStore, KyberPreKeyRecord,
+        KyberPreKeyStore, PreKeyBundle, PreKeyRecord, PreKeyStore, ProtocolAddress,
+        SignedPreKeyRecord, SignedPreKeyStore, message_decrypt, message_encrypt,
+        process_prekey_bundle,
+    };
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::epoch_of;
+
+    struct Device {
+        address: ProtocolAddress,
+        store: InMemoryStore,
+        rng: ChaCha20Rng,
+    }
+
+    impl Device {
+        fn new(name: &str, seed: u64) -> Self {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let identity = IdentityKeyPair::generate(&mut rng);
+            Self {
+                address: ProtocolAddress::new(name, 1),
+                store: InMemoryStore::new(identity, seed as u32),
+                rng,
+            }
+        }
+
+        fn bundle(&mut self) -> PreKeyBundle {
+            let identity = self.store.identity_key_pair().unwrap();
+            let signed = SignedPreKeyRecord::generate(1, 0, &identity, &mut self.rng);
+            let kyber = KyberPreKeyRecord::generate(1, 0, &identity, &mut self.rng);
+            let one_time = PreKeyRecord::generate(1, &mut self.rng);
+            self.store.save_signed_pre_key(&signed).unwrap();
+            self.store.save_kyber_pre_key(&kyber, false).unwrap();
+            self.store.save_pre_key(&one_time).unwrap();
+            PreKeyBundle {
+                registration_id: self.store.local_registration_id().unwrap(),
+                device_id: 1,
+                pre_key: Some((1, one_time.key_pair.public)),
+                signed_pre_key_id: 1,
+                signed_pre_key: signed.key_pair.public,
+                signed_pre_key_signature: signed.signature.to_vec(),
+                kyber_pre_key_id: 1,
+                kyber_pre_key: kyber.key_pair.public,
+                kyber_pre_key_signature: kyber.signature.to_vec(),
+                identity_key: *identity.identity_key(),
+            }
+        }
+
+        /// Encrypts for `to`; returns the message and its SPQR payload.
+        fn encrypt(&mut self, to: &Device) -> (CiphertextMessage, Vec<u8>) {
+            let m = message_encrypt(
+                b"post-quantum",
+                &to.address,
+                &mut self.store,
+                SystemTime::now(),
+                &mut self.rng,
+            )
+            .unwrap();
+            let pq = match &m {
+                CiphertextMessage::Signal(s) => s.pq_ratchet().to_vec(),
+                CiphertextMessage::PreKey(p) => p.message().pq_ratchet().to_vec(),
+            };
+            (m, pq)
+        }
+
+        fn decrypt(&mut self, from: &Device, m: &CiphertextMessage) {
+            let plaintext =
+                message_decrypt(m, &from.address, &mut self.store, &mut self.rng).unwrap();
+            assert_eq!(plaintext, b"post-quantum");
+        }
+    }
+
+    #[test]
+    fn conversations_ratchet_ml_kem_epochs() {
+        let mut alice = Device::new("alice", 21);
+        let mut bob = Device::new("bob", 22);
+        let bundle = bob.bundle();
+        process_prekey_bundle(
+            &bob.address,
+            &mut alice.store,
+            &bundle,
+            SystemTime::now(),
+            &mut alice.rng,
+        )
+        .unwrap();
+        let mut epochs = [0u64; 2];
+        for _ in 0..150 {
+            let (m, pq) = alice.encrypt(&bob);
+            assert_eq!(pq.first(), Some(&1), "SPQR v1 payload on every message");
+            epochs[0] = epochs[0].max(epoch_of(&pq));
+            bob.decrypt(&alice, &m);
+            let (m, pq) = bob.encrypt(&alice);
+            assert_eq!(pq.first(), Some(&1));
+            epochs[1] = epochs[1].max(epoch_of(&pq));
+            alice.decrypt(&bob, &m);
+        }
+        assert!(epochs[0] >= 3 && epochs[1] >= 3, "epochs {epochs:?}");
+    }
+}

@@ -22,7 +22,7 @@ pub fn message_encrypt<S, R>(
     remote: &ProtocolAddress,
     store: &mut S,
     now: SystemTime,
-    _rng: &mut R,
+    rng: &mut R,
 ) -> Result<CiphertextMessage>
 where
     S: SessionStore + IdentityKeyStore + ?Sized,
@@ -44,7 +44,7 @@ where
         .ok_or_else(|| Error::SessionNotFound(remote.clone()))?;
     let next_chain_key = chain.chain_key.next()?;
 
-    let pq = pq_ratchet::send(&state.pq_ratchet_state)?;
+    let pq = pq_ratchet::send(&state.pq_ratchet_state, rng)?;
     let keys = chain.chain_key.message_seed().keys(pq.key.as_deref());
     let ciphertext = aes256_cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
     let message = SignalMessage::new(

@@ -318,7 +318,7 @@ mod tests {
         let mut a = Chain::new(b"auth", Direction::A2B, limits(0, 0));
         let (index, key) = a.send_key(0).expect("key");
         assert_eq!(index, 1);
-        assert_eq!(key.as_bytes(), &step[32..]);
+        assert_eq!(&key[..], &step[32..]);
     }
 
     #[test]
