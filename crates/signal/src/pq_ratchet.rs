@@ -1,4 +1,4 @@
-//! The seam where the post-quantum ratchet (SPQR, in [`crate::spqr`])
+//! The seam where the post-quantum ratchet (SPQR, in `crate::spqr`)
 //! plugs into the Double Ratchet.
 //!
 //! Every message carries a `pq_ratchet` payload, and each message key is

@@ -205,7 +205,6 @@ pub enum Error {
 }
 
 /// The state after sending, the `pq_ratchet` payload, and the key.
-#[derive(Debug)]
 pub struct Sent {
     /// The new state.
     pub state: Vec<u8>,
@@ -216,12 +215,31 @@ pub struct Sent {
 }
 
 /// The state after receiving, and the key.
-#[derive(Debug)]
 pub struct Received {
     /// The new state.
     pub state: Vec<u8>,
     /// The key for this message, if any.
     pub key: Option<MessageKey>,
+}
+
+// The states hold secret keys: their Debug shows sizes only.
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sent")
+            .field("state_len", &self.state.len())
+            .field("msg_len", &self.msg.len())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("state_len", &self.state.len())
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 fn initial_braid(version: Version, direction: Direction, auth_key: &[u8]) -> Option<Braid> {

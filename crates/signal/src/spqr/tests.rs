@@ -185,3 +185,15 @@ fn params_are_checked() {
     p.max_jump = u32::MAX;
     assert!(initial_state(&p).is_ok());
 }
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let (a, _) = pair(Version::V1);
+    let sent = send(&a, &mut rng).expect("send");
+    let key = sent.key.clone().expect("key");
+    let shown = format!("{sent:?} {key:?}");
+    assert!(shown.contains("MessageKey(..)"), "{shown}");
+    assert!(!shown.contains(&format!("{:?}", &key[..4])), "{shown}");
+    assert!(!format!("{:?}", params(Direction::A2B, Version::V1, Version::V1)).contains("41"));
+}

@@ -174,6 +174,37 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn payload() -> impl Strategy<Value = Payload> {
+        let chunk =
+            (any::<u16>(), any::<[u8; 32]>()).prop_map(|(index, data)| Chunk { index, data });
+        prop_oneof![
+            Just(Payload::None),
+            Just(Payload::Ct1Ack),
+            chunk.clone().prop_map(Payload::Hdr),
+            chunk.clone().prop_map(Payload::Ek),
+            chunk.clone().prop_map(Payload::EkCt1Ack),
+            chunk.clone().prop_map(Payload::Ct1),
+            chunk.prop_map(Payload::Ct2),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(epoch in 1u64.., index: u32, payload in payload()) {
+            let msg = Message { epoch, index, payload };
+            prop_assert_eq!(Message::decode(&msg.encode()), Ok(msg));
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(msg) = Message::decode(&bytes) {
+                prop_assert!(msg.epoch >= 1);
+                prop_assert_eq!(Message::decode(&msg.encode()), Ok(msg));
+            }
+        }
+    }
 
     #[test]
     fn varint_layout() {
