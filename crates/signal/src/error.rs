@@ -152,6 +152,9 @@ pub enum Error {
     /// A fingerprint was computed with bad parameters or scanned bytes did not decode.
     #[error("invalid fingerprint: {0}")]
     InvalidFingerprint(&'static str),
+    /// The post-quantum ratchet (SPQR) refused a message or its state.
+    #[error("post-quantum ratchet: {0}")]
+    PqRatchet(#[from] crate::PqRatchetError),
 
     /// A storage backend failed; the message says which operation.
     #[error("storage: {0}")]

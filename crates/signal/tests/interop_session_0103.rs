@@ -22,7 +22,8 @@ use harness::{Harness, Libsignal};
 use passerelle_signal::{Error, PreKeySignalMessage, ProtocolAddress, SessionStore};
 use serde_json::json;
 use support::mixed_party::{
-    PREKEY, Party, Refusal, WHISPER, account, both_ways, connect, conversation, exchange,
+    PREKEY, Party, Refusal, WHISPER, account, both_ways, connect, conversation,
+    conversation_in_bursts, exchange,
 };
 
 macro_rules! harness {
@@ -167,12 +168,12 @@ fn long_random_conversation_with_libsignal_0090_under_uuid_names() {
     let bob = Party::node(&mut h, &account(31), 1, 31);
     let run = conversation(&mut h, Party::rust(&account(32), 1, 32), bob, 3, 1000);
     assert!(run.turns >= 200, "{run:?}");
+    assert!(run.epochs.iter().all(|&e| e >= 2), "{run:?}");
 }
 
-// ---- needs the SPQR module ------------------------------------------------
+// ---- sessions with SPQR on both sides ------------------------------------
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn rust_initiates_with_one_time_prekey() {
     let mut h = harness!(Libsignal::V0_103);
     let bob = Party::node(&mut h, &account(41), 1, 41);
@@ -180,7 +181,6 @@ fn rust_initiates_with_one_time_prekey() {
 }
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn rust_initiates_without_one_time_prekey() {
     let mut h = harness!(Libsignal::V0_103);
     let bob = Party::node(&mut h, &account(43), 2, 43);
@@ -188,7 +188,6 @@ fn rust_initiates_without_one_time_prekey() {
 }
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn libsignal_initiates_with_one_time_prekey() {
     let mut h = harness!(Libsignal::V0_103);
     let alice = Party::node(&mut h, &account(45), 1, 45);
@@ -196,7 +195,6 @@ fn libsignal_initiates_with_one_time_prekey() {
 }
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn libsignal_initiates_without_one_time_prekey() {
     let mut h = harness!(Libsignal::V0_103);
     let alice = Party::node(&mut h, &account(47), 4, 47);
@@ -205,27 +203,26 @@ fn libsignal_initiates_without_one_time_prekey() {
 
 /// Long enough for SPQR to go through several epochs both ways.
 #[test]
-#[ignore = "needs the SPQR module"]
 fn thousand_messages_rust_initiates() {
     let mut h = harness!(Libsignal::V0_103);
     let bob = Party::node(&mut h, &account(51), 1, 51);
-    let run = conversation(&mut h, Party::rust(&account(52), 1, 52), bob, 4, 1000);
+    let run = conversation_in_bursts(&mut h, Party::rust(&account(52), 1, 52), bob, 4, 1000, 1);
     assert!(run.turns >= 200, "{run:?}");
+    assert!(run.epochs.iter().all(|&e| e >= 4), "{run:?}");
 }
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn thousand_messages_libsignal_initiates() {
     let mut h = harness!(Libsignal::V0_103);
     let alice = Party::node(&mut h, &account(53), 1, 53);
-    let run = conversation(&mut h, alice, Party::rust(&account(54), 1, 54), 5, 1000);
+    let run = conversation_in_bursts(&mut h, alice, Party::rust(&account(54), 1, 54), 5, 1000, 1);
     assert!(run.turns >= 200, "{run:?}");
+    assert!(run.epochs.iter().all(|&e| e >= 4), "{run:?}");
 }
 
 /// libsignal refuses our PreKey message when its view of the addresses
 /// differs from the binding, and takes it with the right view.
 #[test]
-#[ignore = "needs the SPQR module"]
 fn libsignal_0103_refuses_our_misaddressed_prekey_message() {
     let mut h = harness!(Libsignal::V0_103);
     let mut alice = Party::rust(&account(61), 1, 61);
@@ -245,7 +242,6 @@ fn libsignal_0103_refuses_our_misaddressed_prekey_message() {
 }
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn libsignal_0103_peer_reregisters() {
     let mut h = harness!(Libsignal::V0_103);
     let name = account(71);
@@ -272,7 +268,6 @@ fn libsignal_0103_peer_reregisters() {
 }
 
 #[test]
-#[ignore = "needs the SPQR module"]
 fn rust_peer_reregisters_with_libsignal_0103() {
     let mut h = harness!(Libsignal::V0_103);
     let name = account(81);
@@ -306,4 +301,42 @@ fn rust_peer_reregisters_with_libsignal_0103() {
         exchange(&mut h, &mut alice, &mut bob, "welcome back"),
         WHISPER
     );
+}
+
+/// Under one schedule of sends, drops and reordering, our SPQR moves through
+/// epochs exactly as libsignal's does, whichever implementations meet: the
+/// same epochs for libsignal with libsignal, us with libsignal and us with
+/// us, in a rhythm where epochs advance and in one where bursts hold them.
+#[test]
+fn epochs_advance_as_libsignal_advances_them() {
+    let mut h = harness!(Libsignal::V0_103);
+    for (max_burst, seed, least_epoch) in [(1, 91, 3), (3, 92, 1)] {
+        let mut epochs = Vec::new();
+        for (i, (alice_rust, bob_rust)) in
+            [(false, false), (true, false), (false, true), (true, true)]
+                .into_iter()
+                .enumerate()
+        {
+            let n = 100 + 10 * seed + 2 * i as u64;
+            let make = |h: &mut Harness, rust: bool, n: u64| {
+                if rust {
+                    Party::rust(&account(n), 1, n)
+                } else {
+                    Party::node(h, &account(n), 1, n as u32)
+                }
+            };
+            let alice = make(&mut h, alice_rust, n);
+            let bob = make(&mut h, bob_rust, n + 1);
+            let run = conversation_in_bursts(&mut h, alice, bob, seed, 600, max_burst);
+            epochs.push(run.epochs);
+        }
+        assert!(
+            epochs.iter().all(|e| *e == epochs[0]),
+            "bursts of {max_burst}: {epochs:?}"
+        );
+        assert!(
+            epochs[0].iter().all(|&e| e >= least_epoch),
+            "bursts of {max_burst}: {epochs:?}"
+        );
+    }
 }

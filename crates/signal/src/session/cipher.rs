@@ -25,7 +25,7 @@ pub fn message_encrypt<S, R>(
     local: &ProtocolAddress,
     store: &mut S,
     now: SystemTime,
-    _rng: &mut R,
+    rng: &mut R,
 ) -> Result<CiphertextMessage>
 where
     S: SessionStore + IdentityKeyStore + ?Sized,
@@ -47,7 +47,7 @@ where
         .ok_or_else(|| Error::SessionNotFound(remote.clone()))?;
     let next_chain_key = chain.chain_key.next()?;
 
-    let pq = pq_ratchet::send(&state.pq_ratchet_state)?;
+    let pq = pq_ratchet::send(&state.pq_ratchet_state, rng)?;
     let keys = chain.chain_key.message_seed().keys(pq.key.as_deref());
     let ciphertext = aes256_cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
     // As libsignal: only the messages that set up the session are bound.

@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Result;
 use crate::limits;
+use crate::spqr;
 
 /// An SPQR protocol version; `V0` is "no post-quantum ratchet".
 // `V0` is only ever received, never chosen by this crate.
@@ -54,9 +55,6 @@ pub(crate) const MIN_VERSION: PqVersion = PqVersion::V1;
 
 /// Everything SPQR's initial state is made of, field for field as
 /// libsignal's `spqr::Params` and `spqr::ChainParams`.
-// Until the SPQR state machine is linked in, `initial_state` reads none of
-// the fields; the tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct PqRatchetParams {
     pub(crate) auth_key: Zeroizing<[u8; 32]>,
     pub(crate) version: PqVersion,
@@ -102,11 +100,23 @@ impl PqRatchetParams {
     }
 }
 
-/// The SPQR state a new session starts with. An empty state is `V0`: the
-/// session sends no payload and derives no post-quantum key, which is what
-/// this build does until the SPQR state machine is linked in here.
-pub(crate) fn initial_state(_params: &PqRatchetParams) -> Result<Vec<u8>> {
-    Ok(Vec::new())
+/// The SPQR state a new session starts with.
+pub(crate) fn initial_state(params: &PqRatchetParams) -> Result<Vec<u8>> {
+    let version = |v: PqVersion| match v {
+        PqVersion::V0 => spqr::Version::V0,
+        PqVersion::V1 => spqr::Version::V1,
+    };
+    Ok(spqr::initial_state(&spqr::Params {
+        direction: match params.direction {
+            PqDirection::AliceToBob => spqr::Direction::A2B,
+            PqDirection::BobToAlice => spqr::Direction::B2A,
+        },
+        version: version(params.version),
+        min_version: version(params.min_version),
+        auth_key: &params.auth_key[..],
+        max_jump: params.max_jump,
+        max_ooo_keys: params.max_ooo_keys,
+    })?)
 }
 
 #[cfg(test)]

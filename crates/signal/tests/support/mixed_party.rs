@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use passerelle_signal::{Error, ProtocolAddress};
+use passerelle_signal::{CiphertextMessage, Error, ProtocolAddress};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::{Value, json};
@@ -176,16 +176,53 @@ pub struct Conversation {
     /// How often the receiving direction changed: each change lets the
     /// ratchets (and SPQR's epochs) advance.
     pub turns: usize,
+    /// The highest SPQR epoch each side's messages carried (Alice's, then
+    /// Bob's); 0 when the session runs no post-quantum ratchet.
+    pub epochs: [u64; 2],
 }
 
-/// A long conversation started by `alice`: random turn-taking, out-of-order
-/// delivery (within a window of four) and dropped messages (one in twenty).
+/// The SPQR epoch a message's `pq_ratchet` field names: a version byte,
+/// then the epoch as a varint; 0 for an empty field.
+pub fn spqr_epoch(ty: u8, body: &[u8]) -> u64 {
+    let message = CiphertextMessage::deserialize(ty, body).expect("a message we just sent");
+    let pq = match &message {
+        CiphertextMessage::Signal(m) => m.pq_ratchet(),
+        CiphertextMessage::PreKey(m) => m.message().pq_ratchet(),
+    };
+    let mut epoch = 0u64;
+    for (i, byte) in pq.iter().skip(1).take(10).enumerate() {
+        epoch |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    epoch
+}
+
+/// A long conversation started by `alice`: random turn-taking in bursts of
+/// one to three messages, out-of-order delivery (within a window of four)
+/// and dropped messages (one in twenty).
 pub fn conversation(
+    h: &mut Harness,
+    alice: Party,
+    bob: Party,
+    seed: u64,
+    total: usize,
+) -> Conversation {
+    conversation_in_bursts(h, alice, bob, seed, total, 3)
+}
+
+/// [`conversation`] with bursts of one to `max_burst` messages. The rhythm
+/// decides how fast SPQR's epochs advance: each epoch needs a run of
+/// exchanges in both directions, and long one-sided bursts hold it back
+/// (libsignal's SPQR and ours alike).
+pub fn conversation_in_bursts(
     h: &mut Harness,
     mut alice: Party,
     mut bob: Party,
     seed: u64,
     total: usize,
+    max_burst: usize,
 ) -> Conversation {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     connect(h, &mut alice, &mut bob, true);
@@ -194,6 +231,7 @@ pub fn conversation(
     let mut queues: [InFlight; 2] = [VecDeque::new(), VecDeque::new()];
     let mut can_send = [true, false];
     let (mut sent, mut delivered, mut dropped, mut turns) = (0usize, 0usize, 0usize, 0usize);
+    let mut epochs = [0u64; 2];
     let mut last_direction = None;
 
     let mut deliver = |h: &mut Harness,
@@ -216,10 +254,11 @@ pub fn conversation(
     while sent < total {
         let who = rng.gen_range(0..2);
         if rng.gen_bool(0.5) && can_send[who] {
-            for _ in 0..rng.gen_range(1..=3) {
+            for _ in 0..rng.gen_range(1..=max_burst) {
                 let mut plaintext = vec![0u8; rng.gen_range(0..300)];
                 rng.fill(&mut plaintext[..]);
                 let (ty, body) = parties[who].encrypt(h, &addresses[1 - who], &plaintext);
+                epochs[who] = epochs[who].max(spqr_epoch(ty, &body));
                 queues[who].push_back((ty, body, plaintext));
                 sent += 1;
             }
@@ -255,5 +294,6 @@ pub fn conversation(
         sent,
         dropped,
         turns,
+        epochs,
     }
 }
