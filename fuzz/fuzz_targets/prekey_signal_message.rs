@@ -1,5 +1,7 @@
 //! Parses arbitrary bytes as a PreKeySignalMessage, and decrypts what
-//! parses with a real device: a typed error, never a panic.
+//! parses with a real device named by service ids, so that the address
+//! binding (libsignal's `addresses` field) is checked too: a typed error,
+//! never a panic.
 
 #![no_main]
 
@@ -26,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let identity = IdentityKeyPair::generate(&mut rng);
         (InMemoryStore::new(identity, 1), rng)
     });
-    let from = ProtocolAddress::new("fuzz", 1);
-    let _ = message_decrypt(&CiphertextMessage::PreKey(message), &from, store, rng);
+    let from = ProtocolAddress::new("5f7a2a8e-0b9c-4f7e-9d59-3c1e4bd0a001", 1);
+    let to = ProtocolAddress::new("PNI:5f7a2a8e-0b9c-4f7e-9d59-3c1e4bd0a002", 2);
+    let _ = message_decrypt(&CiphertextMessage::PreKey(message), &from, &to, store, rng);
 });

@@ -111,6 +111,15 @@ impl LocalStore {
         self.local_identity()?.ok_or(ClientError::NotRegistered)
     }
 
+    /// This device's own Signal address: its account UUID and device id.
+    fn local_address(&self) -> Result<ProtocolAddress> {
+        let credentials = self.credentials()?.ok_or(ClientError::NotRegistered)?;
+        Ok(address_of(
+            credentials.account_id,
+            credentials.device_id.get(),
+        ))
+    }
+
     /// The devices of `account` with session records, and whether each can
     /// send now.
     pub(crate) fn session_devices(&self, account: AccountId) -> Result<Vec<(u32, bool)>> {
@@ -133,6 +142,7 @@ impl LocalStore {
         rng: &mut R,
     ) -> Result<Vec<Event>> {
         let identity = self.identity_or_unregistered()?;
+        let local = self.local_address()?;
         let identity_key = IdentityKey::deserialize(bundles.identity_key.as_slice())
             .map_err(|_| bad_bundle("identity_key"))?;
         let account = bundles.account_id;
@@ -148,7 +158,7 @@ impl LocalStore {
             let bundle = parse_bundle(identity_key, device)?;
             let address = address_of(account, device.device_id.get());
             let started = store.save_identity(&address, &identity_key).and_then(|_| {
-                process_prekey_bundle(&address, &mut store, &bundle, system_time(now), rng)
+                process_prekey_bundle(&address, &local, &mut store, &bundle, system_time(now), rng)
             });
             match started {
                 Ok(()) => {}
@@ -180,6 +190,7 @@ impl LocalStore {
         rng: &mut R,
     ) -> Result<Encrypted> {
         let identity = self.identity_or_unregistered()?;
+        let local = self.local_address()?;
         let tx = self.conn.transaction()?;
         let mut store = SignalStore::new(&tx, identity, now);
         let mut out = Encrypted::default();
@@ -193,7 +204,14 @@ impl LocalStore {
                 out.need_bundles.push(device);
                 continue;
             };
-            match message_encrypt(plaintext, &address, &mut store, system_time(now), rng) {
+            match message_encrypt(
+                plaintext,
+                &address,
+                &local,
+                &mut store,
+                system_time(now),
+                rng,
+            ) {
                 Ok(message) => out.messages.push(OutgoingMessage {
                     device_id: DeviceId::new(device).map_err(|e| bad_bundle(&e.to_string()))?,
                     registration_id,
@@ -293,7 +311,7 @@ impl LocalStore {
             (kind, Some(source), Some(ciphertext)) => {
                 let opened = {
                     let sp = tx.savepoint()?;
-                    let opened = open(&sp, identity, kind, source, ciphertext, now, rng)?;
+                    let opened = open(&sp, identity, me, kind, source, ciphertext, now, rng)?;
                     // Once decrypted, the ratchet step and the prekeys used
                     // stand, whatever the plaintext says.
                     if let Opened::Decrypted { .. } = opened {
@@ -400,9 +418,11 @@ fn unknown_body_type(plaintext: &[u8]) -> Option<String> {
 }
 
 /// Decrypts and parses; `Err` only when the database failed.
+#[allow(clippy::too_many_arguments)]
 fn open<R: RngCore + CryptoRng>(
     conn: &Connection,
     identity: LocalIdentity,
+    me: &Me,
     kind: EnvelopeKind,
     source: &Source,
     ciphertext: &Base64Bytes,
@@ -418,7 +438,8 @@ fn open<R: RngCore + CryptoRng>(
     };
     let mut store = SignalStore::new(conn, identity, now);
     let address = address_of(source.account_id, source.device_id.get());
-    let plaintext = match message_decrypt(&message, &address, &mut store, rng) {
+    let local = address_of(me.account, me.device.get());
+    let plaintext = match message_decrypt(&message, &address, &local, &mut store, rng) {
         Ok(p) => zeroize::Zeroizing::new(p),
         Err(e) if store.backend_failed() => return Err(e.into()),
         Err(SignalError::DuplicateMessage { .. }) => return Ok(Opened::Replayed),

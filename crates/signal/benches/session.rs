@@ -129,6 +129,7 @@ impl Device {
     fn process_bundle(&mut self, peer: &ProtocolAddress, bundle: &WireBundle) {
         process_prekey_bundle(
             peer,
+            &self.address,
             &mut self.store,
             &bundle.parse(),
             SystemTime::now(),
@@ -141,6 +142,7 @@ impl Device {
         let message = message_encrypt(
             plaintext,
             peer,
+            &self.address,
             &mut self.store,
             SystemTime::now(),
             &mut self.rng,
@@ -155,7 +157,14 @@ impl Device {
     fn decrypt(&mut self, peer: &ProtocolAddress, envelope: &Envelope) -> Vec<u8> {
         let message =
             CiphertextMessage::deserialize(envelope.message_type, &envelope.body).unwrap();
-        message_decrypt(&message, peer, &mut self.store, &mut self.rng).unwrap()
+        message_decrypt(
+            &message,
+            peer,
+            &self.address,
+            &mut self.store,
+            &mut self.rng,
+        )
+        .unwrap()
     }
 }
 

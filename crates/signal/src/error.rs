@@ -65,6 +65,16 @@ pub enum Error {
     /// A message's ciphertext did not decrypt (bad padding or length).
     #[error("ciphertext does not decrypt")]
     BadCiphertext,
+    /// A message is bound to other sender or recipient addresses than ours
+    /// (libsignal's `addresses` field): it was meant for another device, or
+    /// it claims another sender.
+    #[error("message is not addressed from {sender} to {recipient}")]
+    MisaddressedMessage {
+        /// Who we believe sent it.
+        sender: ProtocolAddress,
+        /// Our own address.
+        recipient: ProtocolAddress,
+    },
     /// A message was not of the type the caller expected.
     #[error("unexpected message type {0}")]
     UnexpectedMessageType(u8),
@@ -142,6 +152,9 @@ pub enum Error {
     /// A fingerprint was computed with bad parameters or scanned bytes did not decode.
     #[error("invalid fingerprint: {0}")]
     InvalidFingerprint(&'static str),
+    /// The post-quantum ratchet (SPQR) refused a message or its state.
+    #[error("post-quantum ratchet: {0}")]
+    PqRatchet(#[from] crate::PqRatchetError),
 
     /// A storage backend failed; the message says which operation.
     #[error("storage: {0}")]

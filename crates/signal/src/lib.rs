@@ -22,6 +22,12 @@ mod proto;
 mod ratchet;
 pub mod sender_keys;
 pub mod session;
+/// The Sparse Post-Quantum Ratchet's raw state machine, exposed for tests,
+/// fuzzing and benchmarks only; sessions drive it themselves.
+#[cfg(feature = "hazmat")]
+pub mod spqr;
+#[cfg(not(feature = "hazmat"))]
+mod spqr;
 pub mod store;
 
 pub use address::{DeviceId, ProtocolAddress};
@@ -44,6 +50,7 @@ pub use session::{
     SessionRecord, message_decrypt, message_decrypt_prekey, message_decrypt_signal,
     message_encrypt, process_prekey_bundle,
 };
+pub use spqr::Error as PqRatchetError;
 pub use store::{
     Direction, IdentityChange, IdentityKeyStore, InMemoryStore, KyberPreKeyStore, PreKeyStore,
     ProtocolStore, SessionStore, SignedPreKeyStore,

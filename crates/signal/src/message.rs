@@ -6,7 +6,18 @@
 //! version             = (message version << 4) | current version   (0x44 today)
 //! mac                 = HMAC-SHA256(mac key, sender identity(33) || receiver identity(33)
 //!                                            || version || protobuf)[..8]
+//! addresses (field 6) = sender service id(17) || sender device(1)
+//!                       || recipient service id(17) || recipient device(1)
+//! service id          = kind(1: 0x00 ACI, 0x01 PNI) || UUID(16)
 //! ```
+//!
+//! The `addresses` field (libsignal 0.91 and later) binds a message to its
+//! sender and recipient devices under the MAC. It is written in the
+//! SignalMessage inside a PreKeySignalMessage, and only when both addresses
+//! are named by service ids (a hyphenated UUID, or `PNI:` and one) with a
+//! device id libsignal allows (1 to 127). A receiver that finds the field
+//! refuses the message unless it matches its own view of both addresses; a
+//! message without it is accepted, as older senders never write it.
 //!
 //! A PreKeySignalMessage wraps the first SignalMessages of a session, until
 //! the recipient answers: it carries what the recipient needs to build the
@@ -18,6 +29,7 @@ use prost::Message as _;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::address::ProtocolAddress;
 use crate::curve::PublicKey;
 use crate::error::{Error, Result};
 use crate::identity::IdentityKey;
@@ -29,6 +41,50 @@ pub const CURRENT_VERSION: u8 = 4;
 /// The X3DH version that libsignal no longer accepts.
 const PRE_KYBER_VERSION: u8 = 3;
 const MAC_LENGTH: usize = 8;
+/// The largest device id libsignal allows (its `DeviceId`).
+const MAX_BOUND_DEVICE_ID: u32 = 127;
+/// A service id's fixed-width binary form: kind byte, then the UUID.
+const SERVICE_ID_LENGTH: usize = 17;
+const ADDRESSES_LENGTH: usize = 2 * (SERVICE_ID_LENGTH + 1);
+
+/// The fixed-width binary form of a service id named the way libsignal
+/// parses it: a hyphenated UUID (case-insensitive) is an ACI, `PNI:` and
+/// one is a PNI. Any other name is not a service id.
+pub(crate) fn service_id(name: &str) -> Option<[u8; SERVICE_ID_LENGTH]> {
+    let (kind, uuid) = match name.strip_prefix("PNI:") {
+        Some(rest) => (1u8, rest),
+        None => (0u8, name),
+    };
+    // `Uuid::try_parse` also takes the simple, braced and URN forms.
+    if uuid.len() != uuid::fmt::Hyphenated::LENGTH {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(uuid).ok()?;
+    let mut out = [0u8; SERVICE_ID_LENGTH];
+    out[0] = kind;
+    out[1..].copy_from_slice(uuid.as_bytes());
+    Some(out)
+}
+
+/// The `addresses` binding of a message from `sender` to `recipient`, or
+/// `None` when either is not a service id with a device id libsignal allows.
+pub(crate) fn address_binding(
+    sender: &ProtocolAddress,
+    recipient: &ProtocolAddress,
+) -> Option<[u8; ADDRESSES_LENGTH]> {
+    let device = |address: &ProtocolAddress| {
+        u8::try_from(address.device_id())
+            .ok()
+            .filter(|&d| d != 0 && u32::from(d) <= MAX_BOUND_DEVICE_ID)
+    };
+    let mut out = [0u8; ADDRESSES_LENGTH];
+    let (from, to) = out.split_at_mut(SERVICE_ID_LENGTH + 1);
+    from[..SERVICE_ID_LENGTH].copy_from_slice(&service_id(sender.name())?);
+    from[SERVICE_ID_LENGTH] = device(sender)?;
+    to[..SERVICE_ID_LENGTH].copy_from_slice(&service_id(recipient.name())?);
+    to[SERVICE_ID_LENGTH] = device(recipient)?;
+    Some(out)
+}
 
 /// The type number of a message, as Signal clients label envelopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +123,7 @@ pub struct SignalMessage {
     previous_counter: u32,
     ciphertext: Vec<u8>,
     pq_ratchet: Vec<u8>,
+    addresses: Option<Vec<u8>>,
     serialized: Vec<u8>,
 }
 
@@ -80,15 +137,18 @@ impl SignalMessage {
         previous_counter: u32,
         ciphertext: Vec<u8>,
         pq_ratchet: Vec<u8>,
+        addresses: Option<[u8; ADDRESSES_LENGTH]>,
         sender_identity: &IdentityKey,
         receiver_identity: &IdentityKey,
     ) -> Self {
+        let addresses = addresses.map(|a| a.to_vec());
         let body = proto::SignalMessage {
             ratchet_key: Some(ratchet_key.serialize().to_vec()),
             counter: Some(counter),
             previous_counter: Some(previous_counter),
             ciphertext: Some(ciphertext.clone()),
             pq_ratchet: (!pq_ratchet.is_empty()).then(|| pq_ratchet.clone()),
+            addresses: addresses.clone(),
         };
         let mut serialized = Vec::with_capacity(1 + body.encoded_len() + MAC_LENGTH);
         serialized.push(version_byte(CURRENT_VERSION));
@@ -102,6 +162,7 @@ impl SignalMessage {
             previous_counter,
             ciphertext,
             pq_ratchet,
+            addresses,
             serialized,
         }
     }
@@ -127,6 +188,7 @@ impl SignalMessage {
             previous_counter: body.previous_counter.unwrap_or(0),
             ciphertext: body.ciphertext.ok_or(missing("ciphertext"))?,
             pq_ratchet: body.pq_ratchet.unwrap_or_default(),
+            addresses: body.addresses,
             serialized: bytes.to_vec(),
         })
     }
@@ -161,9 +223,39 @@ impl SignalMessage {
         &self.pq_ratchet
     }
 
+    /// The sender and recipient addresses the message is bound to, as sent
+    /// (see the module documentation); `None` when the sender bound none.
+    pub fn addresses(&self) -> Option<&[u8]> {
+        self.addresses.as_deref()
+    }
+
     /// The serialized message.
     pub fn serialized(&self) -> &[u8] {
         &self.serialized
+    }
+
+    /// Checks the address binding, if the message has one, against our view
+    /// of who sent it (`sender`) and who receives it (`recipient`). Like
+    /// libsignal, a binding is refused when our own view cannot be written
+    /// as one (names that are not service ids).
+    pub(crate) fn check_addresses(
+        &self,
+        sender: &ProtocolAddress,
+        recipient: &ProtocolAddress,
+    ) -> Result<()> {
+        let Some(theirs) = &self.addresses else {
+            return Ok(());
+        };
+        let misaddressed = || Error::MisaddressedMessage {
+            sender: sender.clone(),
+            recipient: recipient.clone(),
+        };
+        let ours = address_binding(sender, recipient).ok_or_else(misaddressed)?;
+        if bool::from(ours.as_slice().ct_eq(theirs.as_slice())) {
+            Ok(())
+        } else {
+            Err(misaddressed())
+        }
     }
 
     /// Checks the MAC in constant time.

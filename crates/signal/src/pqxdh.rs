@@ -48,11 +48,14 @@ pub(crate) struct BobParameters<'a> {
     pub(crate) their_kyber_ciphertext: &'a [u8],
 }
 
+/// The post-quantum ratchet's auth key: SPQR's initial state is built on
+/// it (see `session::pq_setup`).
+pub(crate) type PqAuthKey = Zeroizing<[u8; 32]>;
+
 struct Derived {
     root: RootKey,
     chain: ChainKey,
-    /// Keys SPQR's first epoch; unused while SPQR is negotiated off.
-    _pq_auth: Zeroizing<[u8; 32]>,
+    pq_auth: PqAuthKey,
 }
 
 fn derive(secret: &[u8]) -> Derived {
@@ -66,16 +69,16 @@ fn derive(secret: &[u8]) -> Derived {
     Derived {
         root: RootKey(root),
         chain: ChainKey::new(chain, 0),
-        _pq_auth: pq_auth,
+        pq_auth,
     }
 }
 
-/// Starts a session as the initiator. Returns the session and the KEM
-/// ciphertext the responder needs.
+/// Starts a session as the initiator. Returns the session, the KEM
+/// ciphertext the responder needs, and the post-quantum ratchet's auth key.
 pub(crate) fn initialize_alice<R: RngCore + CryptoRng>(
     p: &AliceParameters<'_>,
     rng: &mut R,
-) -> Result<(SessionState, Vec<u8>)> {
+) -> Result<(SessionState, Vec<u8>, PqAuthKey)> {
     let mut secret = Zeroizing::new(Vec::with_capacity(32 * 6));
     secret.extend_from_slice(&[0xff; 32]);
     let base = &p.our_base_key.private;
@@ -117,11 +120,12 @@ pub(crate) fn initialize_alice<R: RngCore + CryptoRng>(
         pq_ratchet_state: Vec::new(),
     };
     state.add_receiver_chain(*p.their_signed_pre_key, derived.chain.clone());
-    Ok((state, kem_ciphertext))
+    Ok((state, kem_ciphertext, derived.pq_auth))
 }
 
-/// Builds the responder's side of a session from a PreKey message.
-pub(crate) fn initialize_bob(p: &BobParameters<'_>) -> Result<SessionState> {
+/// Builds the responder's side of a session from a PreKey message; also
+/// returns the post-quantum ratchet's auth key.
+pub(crate) fn initialize_bob(p: &BobParameters<'_>) -> Result<(SessionState, PqAuthKey)> {
     if !p.their_base_key.is_canonical() {
         return Err(Error::NonCanonicalKey);
     }
@@ -146,7 +150,7 @@ pub(crate) fn initialize_bob(p: &BobParameters<'_>) -> Result<SessionState> {
     );
     let derived = derive(&secret);
 
-    Ok(SessionState {
+    let state = SessionState {
         version: CURRENT_VERSION,
         local_identity: *p.our_identity.identity_key(),
         remote_identity: *p.their_identity,
@@ -162,5 +166,56 @@ pub(crate) fn initialize_bob(p: &BobParameters<'_>) -> Result<SessionState> {
         remote_registration_id: 0,
         alice_base_key: *p.their_base_key,
         pq_ratchet_state: Vec::new(),
-    })
+    };
+    Ok((state, derived.pq_auth))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::prekeys::{KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord};
+
+    /// Both sides must start SPQR on the same auth key, or no post-quantum
+    /// key would ever match.
+    #[test]
+    fn both_sides_derive_the_same_keys_and_pq_auth_key() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let alice = IdentityKeyPair::generate(&mut rng);
+        let bob = IdentityKeyPair::generate(&mut rng);
+        let signed = SignedPreKeyRecord::generate(1, 0, &bob, &mut rng);
+        let one_time = PreKeyRecord::generate(1, &mut rng);
+        let kyber = KyberPreKeyRecord::generate(1, 0, &bob, &mut rng);
+        let base = KeyPair::generate(&mut rng);
+        let (alice_state, ciphertext, alice_pq) = initialize_alice(
+            &AliceParameters {
+                our_identity: &alice,
+                our_base_key: &base,
+                their_identity: bob.identity_key(),
+                their_signed_pre_key: &signed.key_pair.public,
+                their_one_time_pre_key: Some(&one_time.key_pair.public),
+                their_kyber_pre_key: &kyber.key_pair.public,
+            },
+            &mut rng,
+        )
+        .unwrap();
+        let (bob_state, bob_pq) = initialize_bob(&BobParameters {
+            our_identity: &bob,
+            our_signed_pre_key: &signed.key_pair,
+            our_one_time_pre_key: Some(&one_time.key_pair),
+            our_kyber_pre_key: &kyber.key_pair.secret,
+            their_identity: alice.identity_key(),
+            their_base_key: &base.public,
+            their_kyber_ciphertext: &ciphertext,
+        })
+        .unwrap();
+        assert_eq!(*alice_pq, *bob_pq);
+        assert_ne!(*alice_pq, [0u8; 32]);
+        assert_eq!(alice_state.alice_base_key, bob_state.alice_base_key);
+        // Alice's first receiving chain is Bob's first sending chain.
+        let bob_chain = &bob_state.sender_chain.as_ref().unwrap().chain_key;
+        assert_eq!(alice_state.receiver_chains[0].chain_key.key, bob_chain.key);
+    }
 }

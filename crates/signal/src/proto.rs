@@ -24,6 +24,8 @@ pub struct SignalMessage {
     pub ciphertext: Option<Vec<u8>>,
     #[prost(bytes = "vec", optional, tag = "5")]
     pub pq_ratchet: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    pub addresses: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -8,7 +8,7 @@
 #[path = "interop/harness.rs"]
 mod harness;
 
-use harness::{Harness, b64, unb64};
+use harness::{Harness, Libsignal, b64, unb64};
 use rand::RngCore;
 use serde_json::{Value, json};
 
@@ -76,6 +76,90 @@ fn send(h: &mut Harness, from: &str, to: &str, plaintext: &[u8]) -> u64 {
 
 const PREKEY: u64 = 3;
 const WHISPER: u64 = 2;
+
+// ---- libsignal-client 0.103.0 on its own ----
+
+const ALICE: &str = "a11ce000-0000-4000-8000-000000000001";
+const BOB: &str = "b0b00000-0000-4000-8000-000000000002";
+const CAROL: &str = "ca201000-0000-4000-8000-000000000003";
+
+macro_rules! harness_0103 {
+    () => {
+        match Harness::spawn_version(Libsignal::V0_103) {
+            Some(harness) => harness,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn ping_reports_the_second_pinned_version() {
+    let mut h = harness_0103!();
+    let pong = ok(&mut h, json!({"op": "ping"}));
+    assert_eq!(pong["version"], "0.103.0");
+}
+
+#[test]
+fn libsignal_0103_still_signs_kyber1024_prekeys() {
+    let mut h = harness_0103!();
+    create(&mut h, BOB, 7, 1);
+    let bundle = ok(
+        &mut h,
+        json!({"op": "bundle", "name": BOB, "oneTimePreKey": true}),
+    );
+    let kyber = unb64(&bundle["kyberPreKey"]);
+    assert_eq!((kyber.len(), kyber[0]), (1 + 1568, 0x08));
+}
+
+#[test]
+fn libsignal_0103_conversation_under_uuid_names() {
+    let mut h = harness_0103!();
+    create(&mut h, ALICE, 1, 1);
+    create(&mut h, BOB, 2, 1);
+    start_session(&mut h, ALICE, BOB, true);
+    assert_eq!(send(&mut h, ALICE, BOB, b"hello"), PREKEY);
+    assert_eq!(send(&mut h, BOB, ALICE, b"hi"), WHISPER);
+    for i in 0..20u8 {
+        let (from, to) = if i % 3 == 0 {
+            (BOB, ALICE)
+        } else {
+            (ALICE, BOB)
+        };
+        assert_eq!(send(&mut h, from, to, &[i; 40]), WHISPER);
+    }
+}
+
+/// What libsignal itself answers to a PreKey message bound to other
+/// addresses than its view: the error the Rust side sees from it.
+#[test]
+fn libsignal_0103_refuses_a_misaddressed_prekey_message() {
+    let mut h = harness_0103!();
+    create(&mut h, ALICE, 1, 1);
+    create(&mut h, BOB, 2, 1);
+    start_session(&mut h, ALICE, BOB, true);
+    let message = ok(
+        &mut h,
+        json!({"op": "encrypt", "name": ALICE, "peer": BOB, "peerDevice": 1,
+               "plaintext": b64(b"for bob")}),
+    );
+    // Bob believes it comes from Carol, or from Alice's device 2.
+    for (peer, device) in [(CAROL, 1), (ALICE, 2)] {
+        let err = h
+            .call(
+                json!({"op": "decrypt", "name": BOB, "peer": peer, "peerDevice": device,
+                         "type": message["type"], "body": message["body"]}),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind, "Generic", "{err}");
+        assert!(err.message.contains("decryption failed"), "{err}");
+    }
+    let plaintext = ok(
+        &mut h,
+        json!({"op": "decrypt", "name": BOB, "peer": ALICE, "peerDevice": 1,
+               "type": message["type"], "body": message["body"]}),
+    );
+    assert_eq!(unb64(&plaintext["plaintext"]), b"for bob");
+}
 
 #[test]
 fn ping_reports_the_pinned_version() {

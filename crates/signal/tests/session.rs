@@ -15,6 +15,11 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+/// A distinct account UUID per seed.
+fn account_uuid(seed: u64) -> String {
+    format!("{:08x}-0000-4000-8000-{:012x}", seed as u32, seed)
+}
+
 struct Device {
     address: ProtocolAddress,
     store: InMemoryStore,
@@ -22,11 +27,17 @@ struct Device {
 }
 
 impl Device {
-    fn new(name: &str, seed: u64) -> Self {
+    /// A device named as Passerelle names them: an account UUID (one per
+    /// `seed`) and device 1. `_who` only says which party it plays.
+    fn new(_who: &str, seed: u64) -> Self {
+        Self::at(ProtocolAddress::new(account_uuid(seed), 1), seed)
+    }
+
+    fn at(address: ProtocolAddress, seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let identity = IdentityKeyPair::generate(&mut rng);
         Self {
-            address: ProtocolAddress::new(name, 1),
+            address,
             store: InMemoryStore::new(identity, seed as u32),
             rng,
         }
@@ -59,7 +70,15 @@ impl Device {
 
     fn connect_at(&mut self, peer: &mut Device, now: SystemTime) {
         let bundle = peer.bundle(1, true);
-        process_prekey_bundle(&peer.address, &mut self.store, &bundle, now, &mut self.rng).unwrap();
+        process_prekey_bundle(
+            &peer.address,
+            &self.address,
+            &mut self.store,
+            &bundle,
+            now,
+            &mut self.rng,
+        )
+        .unwrap();
     }
 
     fn connect(&mut self, peer: &mut Device) {
@@ -70,6 +89,7 @@ impl Device {
         message_encrypt(
             plaintext,
             &to.address,
+            &self.address,
             &mut self.store,
             SystemTime::now(),
             &mut self.rng,
@@ -78,7 +98,13 @@ impl Device {
     }
 
     fn decrypt(&mut self, from: &Device, message: &CiphertextMessage) -> Result<Vec<u8>, Error> {
-        message_decrypt(message, &from.address, &mut self.store, &mut self.rng)
+        message_decrypt(
+            message,
+            &from.address,
+            &self.address,
+            &mut self.store,
+            &mut self.rng,
+        )
     }
 
     fn decrypt_bytes(&mut self, from: &Device, ty: u8, bytes: &[u8]) -> Result<Vec<u8>, Error> {
@@ -260,6 +286,7 @@ fn bundle_signatures_are_checked() {
     bundle.signed_pre_key_signature[3] ^= 1;
     let err = process_prekey_bundle(
         &bob.address,
+        &alice.address,
         &mut alice.store,
         &bundle,
         SystemTime::now(),
@@ -270,6 +297,7 @@ fn bundle_signatures_are_checked() {
     bundle.kyber_pre_key_signature[3] ^= 1;
     let err = process_prekey_bundle(
         &bob.address,
+        &alice.address,
         &mut alice.store,
         &bundle,
         SystemTime::now(),
@@ -287,6 +315,7 @@ fn unanswered_sessions_expire() {
     let err = message_encrypt(
         b"x",
         &bob.address,
+        &alice.address,
         &mut alice.store,
         SystemTime::now(),
         &mut alice.rng,
@@ -303,6 +332,7 @@ fn simultaneous_initiation_converges() {
     let b_bundle = alice.bundle(7, true);
     process_prekey_bundle(
         &alice.address,
+        &bob.address,
         &mut bob.store,
         &b_bundle,
         SystemTime::now(),
@@ -331,6 +361,178 @@ fn late_message_of_an_archived_session_still_decrypts() {
     let fresh = alice.encrypt(&bob, b"fresh");
     assert_eq!(bob.decrypt(&alice, &fresh).unwrap(), b"fresh");
     assert_eq!(bob.decrypt(&alice, &late).unwrap(), b"late");
+}
+
+/// The inner SignalMessage's address binding.
+fn binding(message: &CiphertextMessage) -> Option<Vec<u8>> {
+    match message {
+        CiphertextMessage::PreKey(m) => m.message().addresses().map(<[u8]>::to_vec),
+        CiphertextMessage::Signal(m) => m.addresses().map(<[u8]>::to_vec),
+    }
+}
+
+fn aci_bytes(address: &ProtocolAddress) -> Vec<u8> {
+    let mut out = vec![0u8];
+    out.extend_from_slice(uuid::Uuid::parse_str(address.name()).unwrap().as_bytes());
+    out.push(address.device_id() as u8);
+    out
+}
+
+#[test]
+fn prekey_messages_bind_both_addresses_and_answers_bind_none() {
+    let (mut alice, mut bob) = pair();
+    let m = alice.encrypt(&bob, b"hi");
+    let expected = [aci_bytes(&alice.address), aci_bytes(&bob.address)].concat();
+    assert_eq!(binding(&m), Some(expected));
+    bob.decrypt(&alice, &m).unwrap();
+    let answer = bob.encrypt(&alice, b"hi back");
+    assert!(matches!(answer, CiphertextMessage::Signal(_)));
+    assert_eq!(binding(&answer), None);
+    alice.decrypt(&bob, &answer).unwrap();
+    assert_eq!(binding(&alice.encrypt(&bob, b"later")), None);
+}
+
+#[test]
+fn misaddressed_prekey_messages_are_refused_and_change_nothing() {
+    let (mut alice, mut bob) = pair();
+    let m = alice.encrypt(&bob, b"for bob's first device");
+    let other_account = ProtocolAddress::new(account_uuid(99), 1);
+    let other_device = ProtocolAddress::new(bob.address.name(), 2);
+    let claimed_sender = ProtocolAddress::new(account_uuid(98), 1);
+    let alice_other_device = ProtocolAddress::new(alice.address.name(), 3);
+    let pre_keys = bob.store.pre_key_count();
+    let attempts = [
+        ("wrong recipient account", &alice.address, &other_account),
+        ("wrong recipient device", &alice.address, &other_device),
+        ("wrong sender account", &claimed_sender, &bob.address),
+        ("wrong sender device", &alice_other_device, &bob.address),
+    ];
+    for (what, sender, recipient) in attempts {
+        let err = message_decrypt(&m, sender, recipient, &mut bob.store, &mut bob.rng);
+        assert_eq!(
+            err,
+            Err(Error::MisaddressedMessage {
+                sender: sender.clone(),
+                recipient: recipient.clone(),
+            }),
+            "{what}"
+        );
+        assert_eq!(
+            bob.store
+                .load_session(sender)
+                .unwrap()
+                .map(|r| r.serialize()),
+            None,
+            "{what}"
+        );
+        assert_eq!(
+            bob.store.pre_key_count(),
+            pre_keys,
+            "{what}: prekey consumed"
+        );
+        assert_eq!(
+            bob.store.identity(sender).unwrap(),
+            None,
+            "{what}: identity saved"
+        );
+    }
+    // The message still decrypts where it was meant to.
+    assert_eq!(bob.decrypt(&alice, &m).unwrap(), b"for bob's first device");
+    assert_eq!(bob.store.pre_key_count(), pre_keys - 1);
+}
+
+#[test]
+fn a_repeated_prekey_message_to_the_wrong_address_leaves_the_session_alone() {
+    let (mut alice, mut bob) = pair();
+    let m1 = alice.encrypt(&bob, b"one");
+    let m2 = alice.encrypt(&bob, b"two");
+    bob.decrypt(&alice, &m1).unwrap();
+    let before = bob.session_bytes(&alice);
+    let elsewhere = ProtocolAddress::new(account_uuid(77), 1);
+    let err = message_decrypt(
+        &m2,
+        &alice.address,
+        &elsewhere,
+        &mut bob.store,
+        &mut bob.rng,
+    );
+    assert!(
+        matches!(err, Err(Error::MisaddressedMessage { .. })),
+        "{err:?}"
+    );
+    assert_eq!(bob.session_bytes(&alice), before);
+    assert_eq!(bob.decrypt(&alice, &m2).unwrap(), b"two");
+}
+
+#[test]
+fn names_that_are_not_service_ids_bind_nothing() {
+    // A plain name, a UUID without hyphens, and a device id libsignal does
+    // not allow: libsignal writes no binding for any of them.
+    let uuid = account_uuid(5);
+    for (alice_address, bob_address) in [
+        (
+            ProtocolAddress::new("alice", 1),
+            ProtocolAddress::new(account_uuid(6), 1),
+        ),
+        (
+            ProtocolAddress::new(uuid.replace('-', ""), 1),
+            ProtocolAddress::new(account_uuid(6), 1),
+        ),
+        (
+            ProtocolAddress::new(uuid.clone(), 128),
+            ProtocolAddress::new(account_uuid(6), 1),
+        ),
+        (
+            ProtocolAddress::new(uuid.clone(), 1),
+            ProtocolAddress::new(account_uuid(6), 0),
+        ),
+    ] {
+        let mut alice = Device::at(alice_address, 5);
+        let mut bob = Device::at(bob_address, 6);
+        alice.connect(&mut bob);
+        let m = alice.encrypt(&bob, b"unbound");
+        assert_eq!(binding(&m), None, "{} -> {}", alice.address, bob.address);
+        assert_eq!(bob.decrypt(&alice, &m).unwrap(), b"unbound");
+    }
+}
+
+#[test]
+fn service_ids_are_read_as_libsignal_reads_them() {
+    // Upper-case UUIDs name the same ACI; `PNI:` names a PNI (kind 1).
+    let mut alice = Device::at(ProtocolAddress::new(account_uuid(7).to_uppercase(), 4), 7);
+    let pni = format!("PNI:{}", account_uuid(8));
+    let mut bob = Device::at(ProtocolAddress::new(pni.clone(), 127), 8);
+    alice.connect(&mut bob);
+    let m = alice.encrypt(&bob, b"to a pni");
+    let mut expected = aci_bytes(&ProtocolAddress::new(account_uuid(7), 4));
+    expected.push(1);
+    expected.extend_from_slice(uuid::Uuid::parse_str(&account_uuid(8)).unwrap().as_bytes());
+    expected.push(127);
+    assert_eq!(binding(&m), Some(expected));
+    // Bob's view names Alice in lower case: the same service id.
+    let lower = ProtocolAddress::new(account_uuid(7), 4);
+    let plaintext = message_decrypt(&m, &lower, &bob.address, &mut bob.store, &mut bob.rng);
+    assert_eq!(plaintext.unwrap(), b"to a pni");
+}
+
+#[test]
+fn a_bound_message_is_refused_by_a_receiver_without_a_service_id() {
+    // libsignal's rule: a binding can only match a view that is one.
+    let (mut alice, mut bob) = pair();
+    let m = alice.encrypt(&bob, b"bound");
+    let plain_name = ProtocolAddress::new("bob", 1);
+    let err = message_decrypt(
+        &m,
+        &alice.address,
+        &plain_name,
+        &mut bob.store,
+        &mut bob.rng,
+    );
+    assert!(
+        matches!(err, Err(Error::MisaddressedMessage { .. })),
+        "{err:?}"
+    );
+    assert_eq!(bob.decrypt(&alice, &m).unwrap(), b"bound");
 }
 
 /// A store that distrusts one identity.
@@ -396,6 +598,7 @@ fn untrusted_identities_are_refused() {
     };
     let err = process_prekey_bundle(
         &bob.address,
+        &alice.address,
         &mut store,
         &bundle,
         SystemTime::now(),

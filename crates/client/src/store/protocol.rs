@@ -611,7 +611,16 @@ mod tests {
         };
         let peer = AccountId::random();
         let a = addr(peer, 2);
-        process_prekey_bundle(&a, &mut store, &bundle, SystemTime::now(), &mut OsRng).unwrap();
+        let local = addr(AccountId::random(), 1);
+        process_prekey_bundle(
+            &a,
+            &local,
+            &mut store,
+            &bundle,
+            SystemTime::now(),
+            &mut OsRng,
+        )
+        .unwrap();
         let record = store.load_session(&a).unwrap().unwrap();
         assert!(record.has_current_session());
         assert_eq!(record.remote_registration_id(), Some(77));

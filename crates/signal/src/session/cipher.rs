@@ -4,25 +4,28 @@ use std::time::SystemTime;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::process_prekey;
 use super::record::SessionRecord;
 use super::state::{SenderChain, SessionState};
+use super::{process_prekey, same_account};
 use crate::address::ProtocolAddress;
 use crate::crypto::{aes256_cbc_decrypt, aes256_cbc_encrypt};
 use crate::curve::KeyPair;
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::message::{CiphertextMessage, PreKeySignalMessage, SignalMessage};
+use crate::message::{CiphertextMessage, PreKeySignalMessage, SignalMessage, address_binding};
 use crate::pq_ratchet;
 use crate::store::{Direction, IdentityKeyStore, ProtocolStore, SessionStore};
 
-/// Encrypts `plaintext` for `remote` on the current session.
+/// Encrypts `plaintext` for `remote` on the current session. `local` is this
+/// device's own address: a PreKey message binds it and `remote` under its
+/// MAC when both are service ids (see [`message`](crate::message)).
 pub fn message_encrypt<S, R>(
     plaintext: &[u8],
     remote: &ProtocolAddress,
+    local: &ProtocolAddress,
     store: &mut S,
     now: SystemTime,
-    _rng: &mut R,
+    rng: &mut R,
 ) -> Result<CiphertextMessage>
 where
     S: SessionStore + IdentityKeyStore + ?Sized,
@@ -44,9 +47,14 @@ where
         .ok_or_else(|| Error::SessionNotFound(remote.clone()))?;
     let next_chain_key = chain.chain_key.next()?;
 
-    let pq = pq_ratchet::send(&state.pq_ratchet_state)?;
+    let pq = pq_ratchet::send(&state.pq_ratchet_state, rng)?;
     let keys = chain.chain_key.message_seed().keys(pq.key.as_deref());
     let ciphertext = aes256_cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
+    // As libsignal: only the messages that set up the session are bound.
+    let addresses = state
+        .pending_pre_key
+        .as_ref()
+        .and_then(|_| address_binding(local, remote));
     let message = SignalMessage::new(
         &keys.mac_key,
         chain.ratchet.public,
@@ -54,6 +62,7 @@ where
         state.previous_counter,
         ciphertext,
         pq.payload,
+        addresses,
         &state.local_identity,
         &state.remote_identity,
     );
@@ -83,10 +92,15 @@ where
     Ok(message)
 }
 
-/// Decrypts a message of either kind from `remote`.
+/// Decrypts a message of either kind from `remote`; `local` is this
+/// device's own address.
+///
+/// A message bound to other addresses than `remote` and `local` is refused
+/// with [`Error::MisaddressedMessage`] before anything is stored.
 pub fn message_decrypt<S, R>(
     message: &CiphertextMessage,
     remote: &ProtocolAddress,
+    local: &ProtocolAddress,
     store: &mut S,
     rng: &mut R,
 ) -> Result<Vec<u8>>
@@ -95,8 +109,8 @@ where
     R: RngCore + CryptoRng,
 {
     match message {
-        CiphertextMessage::Signal(m) => message_decrypt_signal(m, remote, store, rng),
-        CiphertextMessage::PreKey(m) => message_decrypt_prekey(m, remote, store, rng),
+        CiphertextMessage::Signal(m) => message_decrypt_signal(m, remote, local, store, rng),
+        CiphertextMessage::PreKey(m) => message_decrypt_prekey(m, remote, local, store, rng),
     }
 }
 
@@ -104,6 +118,7 @@ where
 pub fn message_decrypt_prekey<S, R>(
     message: &PreKeySignalMessage,
     remote: &ProtocolAddress,
+    local: &ProtocolAddress,
     store: &mut S,
     rng: &mut R,
 ) -> Result<Vec<u8>>
@@ -111,12 +126,21 @@ where
     S: ProtocolStore + ?Sized,
     R: RngCore + CryptoRng,
 {
+    // Checked first: a message meant for another device consumes no prekey
+    // and costs no key agreement.
+    message.message().check_addresses(remote, local)?;
     if !store.is_trusted_identity(remote, message.identity_key(), Direction::Receiving)? {
         return Err(Error::UntrustedIdentity(remote.clone()));
     }
     let mut record = store.load_session(remote)?.unwrap_or_default();
-    let used = process_prekey(message, &mut record, store)?;
-    let plaintext = decrypt_with_record(&mut record, message.message(), true, remote, rng)?;
+    let used = process_prekey(message, remote, local, &mut record, store)?;
+    let plaintext = decrypt_with_record(
+        &mut record,
+        message.message(),
+        true,
+        Ends { remote, local },
+        rng,
+    )?;
 
     store.save_identity(remote, message.identity_key())?;
     if let Some(used) = used {
@@ -133,6 +157,7 @@ where
 pub fn message_decrypt_signal<S, R>(
     message: &SignalMessage,
     remote: &ProtocolAddress,
+    local: &ProtocolAddress,
     store: &mut S,
     rng: &mut R,
 ) -> Result<Vec<u8>>
@@ -140,10 +165,11 @@ where
     S: SessionStore + IdentityKeyStore + ?Sized,
     R: RngCore + CryptoRng,
 {
+    message.check_addresses(remote, local)?;
     let mut record = store
         .load_session(remote)?
         .ok_or_else(|| Error::SessionNotFound(remote.clone()))?;
-    let plaintext = decrypt_with_record(&mut record, message, false, remote, rng)?;
+    let plaintext = decrypt_with_record(&mut record, message, false, Ends { remote, local }, rng)?;
     let identity = record
         .remote_identity()
         .ok_or_else(|| Error::SessionNotFound(remote.clone()))?;
@@ -155,19 +181,26 @@ where
     Ok(plaintext)
 }
 
+/// The two ends of a session, as the caller names them.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    remote: &'a ProtocolAddress,
+    local: &'a ProtocolAddress,
+}
+
 /// Tries the current session, then (for a plain message) the archived ones
 /// newest first; an archived session that decrypts becomes current again.
 fn decrypt_with_record<R: RngCore + CryptoRng>(
     record: &mut SessionRecord,
     message: &SignalMessage,
     prekey: bool,
-    remote: &ProtocolAddress,
+    ends: Ends<'_>,
     rng: &mut R,
 ) -> Result<Vec<u8>> {
     let mut first_error = None;
     if let Some(current) = &record.current {
         let mut staged = current.clone();
-        match decrypt_with_state(&mut staged, message, rng) {
+        match decrypt_with_state(&mut staged, message, ends, rng) {
             Ok(plaintext) => {
                 record.current = Some(staged);
                 return Ok(plaintext);
@@ -180,7 +213,7 @@ fn decrypt_with_record<R: RngCore + CryptoRng>(
         let Ok(mut state) = SessionState::deserialize(&record.previous[i]) else {
             continue;
         };
-        match decrypt_with_state(&mut state, message, rng) {
+        match decrypt_with_state(&mut state, message, ends, rng) {
             Ok(plaintext) => {
                 record.previous.remove(i);
                 record.promote_state(state);
@@ -192,7 +225,7 @@ fn decrypt_with_record<R: RngCore + CryptoRng>(
             }
         }
     }
-    Err(first_error.unwrap_or_else(|| Error::SessionNotFound(remote.clone())))
+    Err(first_error.unwrap_or_else(|| Error::SessionNotFound(ends.remote.clone())))
 }
 
 /// Decrypts with one session, advancing it in place; the caller discards
@@ -200,6 +233,7 @@ fn decrypt_with_record<R: RngCore + CryptoRng>(
 fn decrypt_with_state<R: RngCore + CryptoRng>(
     state: &mut SessionState,
     message: &SignalMessage,
+    ends: Ends<'_>,
     rng: &mut R,
 ) -> Result<Vec<u8>> {
     if message.version() != state.version {
@@ -209,7 +243,12 @@ fn decrypt_with_state<R: RngCore + CryptoRng>(
     if state.receiver_chain_mut(&their_ratchet).is_none() {
         ratchet_step(state, &their_ratchet, rng)?;
     }
-    let with_self = state.with_self();
+    let with_self = same_account(
+        ends.local,
+        &state.local_identity,
+        ends.remote,
+        &state.remote_identity,
+    );
     let counter = message.counter();
     let chain = state
         .receiver_chain_mut(&their_ratchet)

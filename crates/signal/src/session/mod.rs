@@ -6,6 +6,7 @@
 //! decrypt leaves the stored session exactly as it was.
 
 mod cipher;
+pub(crate) mod pq_setup;
 mod record;
 pub(crate) mod state;
 
@@ -21,16 +22,37 @@ pub use record::SessionRecord;
 use crate::address::ProtocolAddress;
 use crate::curve::KeyPair;
 use crate::error::{Error, Result};
-use crate::message::PreKeySignalMessage;
+use crate::identity::IdentityKey;
+use crate::message::{PreKeySignalMessage, service_id};
 use crate::pqxdh::{self, AliceParameters, BobParameters};
 use crate::prekeys::{KyberPreKeyId, PreKeyBundle, PreKeyId, SignedPreKeyId};
 use crate::store::{Direction, IdentityKeyStore, ProtocolStore, SessionStore};
+use pq_setup::{PqDirection, PqRatchetParams};
 use state::PendingPreKey;
+
+/// Whether two ends of a session are the same account (a note to self, or
+/// another device of ours), as libsignal decides it: the same identity key
+/// and the same service id. Names that are not service ids are never the
+/// same account.
+pub(crate) fn same_account(
+    local: &ProtocolAddress,
+    local_identity: &IdentityKey,
+    remote: &ProtocolAddress,
+    remote_identity: &IdentityKey,
+) -> bool {
+    local_identity == remote_identity
+        && service_id(local.name()).is_some_and(|ours| service_id(remote.name()) == Some(ours))
+}
 
 /// Starts a session with `remote` from its prekey bundle. The first
 /// messages sent on it are PreKey messages, until the peer answers.
+///
+/// `local` is this device's own address: PreKey messages bind both
+/// addresses (see [`message`](crate::message)), and a session with one's own
+/// account is told apart by it.
 pub fn process_prekey_bundle<S, R>(
     remote: &ProtocolAddress,
+    local: &ProtocolAddress,
     store: &mut S,
     bundle: &PreKeyBundle,
     now: SystemTime,
@@ -48,7 +70,7 @@ where
     let mut record = store.load_session(remote)?.unwrap_or_default();
     let our_identity = store.identity_key_pair()?;
     let base_key = KeyPair::generate(rng);
-    let (mut state, kyber_ciphertext) = pqxdh::initialize_alice(
+    let (mut state, kyber_ciphertext, pq_auth) = pqxdh::initialize_alice(
         &AliceParameters {
             our_identity: &our_identity,
             our_base_key: &base_key,
@@ -59,6 +81,17 @@ where
         },
         rng,
     )?;
+    let self_session = same_account(
+        local,
+        our_identity.identity_key(),
+        remote,
+        &bundle.identity_key,
+    );
+    state.pq_ratchet_state = pq_setup::initial_state(&PqRatchetParams::new(
+        pq_auth,
+        PqDirection::AliceToBob,
+        self_session,
+    ))?;
     state.pending_pre_key = Some(PendingPreKey {
         pre_key_id: bundle.pre_key.as_ref().map(|(id, _)| *id),
         signed_pre_key_id: bundle.signed_pre_key_id,
@@ -90,6 +123,8 @@ pub(crate) struct PreKeysUsed {
 /// unless the record already has the session that message names.
 pub(crate) fn process_prekey<S: ProtocolStore + ?Sized>(
     message: &PreKeySignalMessage,
+    remote: &ProtocolAddress,
+    local: &ProtocolAddress,
     record: &mut record::SessionRecord,
     store: &S,
 ) -> Result<Option<PreKeysUsed>> {
@@ -109,7 +144,7 @@ pub(crate) fn process_prekey<S: ProtocolStore + ?Sized>(
         None => None,
     };
     let our_identity = store.identity_key_pair()?;
-    let mut state = pqxdh::initialize_bob(&BobParameters {
+    let (mut state, pq_auth) = pqxdh::initialize_bob(&BobParameters {
         our_identity: &our_identity,
         our_signed_pre_key: &signed.key_pair,
         our_one_time_pre_key: one_time.as_ref().map(|r| &r.key_pair),
@@ -118,6 +153,17 @@ pub(crate) fn process_prekey<S: ProtocolStore + ?Sized>(
         their_base_key: message.base_key(),
         their_kyber_ciphertext: message.kyber_ciphertext(),
     })?;
+    let self_session = same_account(
+        local,
+        our_identity.identity_key(),
+        remote,
+        message.identity_key(),
+    );
+    state.pq_ratchet_state = pq_setup::initial_state(&PqRatchetParams::new(
+        pq_auth,
+        PqDirection::BobToAlice,
+        self_session,
+    ))?;
     state.local_registration_id = store.local_registration_id()?;
     state.remote_registration_id = message.registration_id();
     record.promote_state(state);

@@ -63,11 +63,6 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
-    /// Whether this is a session of a device with itself (note to self).
-    pub(crate) fn with_self(&self) -> bool {
-        self.local_identity == self.remote_identity
-    }
-
     pub(crate) fn receiver_chain_mut(&mut self, ratchet: &PublicKey) -> Option<&mut ReceiverChain> {
         self.receiver_chains
             .iter_mut()

@@ -47,6 +47,33 @@ impl fmt::Display for HarnessError {
 
 impl std::error::Error for HarnessError {}
 
+/// The libsignal-client versions pinned in `node/package.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Libsignal {
+    /// 0.90.0: no address binding; SPQR offered with fallback allowed.
+    V0_90,
+    /// 0.103.0: PreKey messages bind both addresses; SPQR required.
+    V0_103,
+}
+
+impl Libsignal {
+    /// The exact version, as `harness.mjs --libsignal` takes it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Libsignal::V0_90 => "0.90.0",
+            Libsignal::V0_103 => "0.103.0",
+        }
+    }
+
+    /// Where npm installs it (0.103.0 through an npm alias).
+    fn package(self) -> &'static str {
+        match self {
+            Libsignal::V0_90 => "@signalapp/libsignal-client",
+            Libsignal::V0_103 => "libsignal-0103",
+        }
+    }
+}
+
 /// A running `node harness.mjs`, killed on drop.
 pub struct Harness {
     child: Child,
@@ -61,11 +88,16 @@ impl Harness {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node")
     }
 
-    /// Starts the harness, or returns `None` (after saying so on stderr) when
-    /// Node or the npm packages are missing. Under `CI` it panics instead: CI
-    /// must run these tests, never skip them.
+    /// Starts the harness on libsignal-client 0.90.0; see [`Self::spawn_version`].
     pub fn spawn() -> Option<Harness> {
-        match Self::try_spawn() {
+        Self::spawn_version(Libsignal::V0_90)
+    }
+
+    /// Starts the harness on the given libsignal-client, or returns `None`
+    /// (after saying so on stderr) when Node or the npm packages are missing.
+    /// Under `CI` it panics instead: CI must run these tests, never skip them.
+    pub fn spawn_version(libsignal: Libsignal) -> Option<Harness> {
+        match Self::try_spawn(libsignal) {
             Ok(harness) => Some(harness),
             Err(why) if std::env::var_os("CI").is_some() => {
                 panic!("libsignal interop harness unavailable in CI: {why}")
@@ -86,9 +118,12 @@ impl Harness {
         }
     }
 
-    fn try_spawn() -> Result<Harness, String> {
+    fn try_spawn(libsignal: Libsignal) -> Result<Harness, String> {
         let dir = Self::node_dir();
-        let package = dir.join("node_modules/@signalapp/libsignal-client/package.json");
+        let package = dir
+            .join("node_modules")
+            .join(libsignal.package())
+            .join("package.json");
         if !package.is_file() {
             return Err(format!("{} not found", package.display()));
         }
@@ -100,6 +135,8 @@ impl Harness {
 
         let mut child = Command::new("node")
             .arg("harness.mjs")
+            .arg("--libsignal")
+            .arg(libsignal.version())
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -128,7 +165,12 @@ impl Harness {
         };
         // Proves libsignal's native module actually loads on this machine.
         match harness.try_call(serde_json::json!({ "op": "ping" })) {
-            Ok(Ok(_)) => Ok(harness),
+            Ok(Ok(pong)) if pong["version"] == libsignal.version() => Ok(harness),
+            Ok(Ok(pong)) => Err(format!(
+                "harness runs libsignal {}, expected {}",
+                pong["version"],
+                libsignal.version()
+            )),
             Ok(Err(err)) => Err(format!("ping failed: {err}")),
             Err(why) => Err(format!("harness did not start: {why}")),
         }

@@ -74,11 +74,17 @@ impl RustParty {
         bundle
     }
 
+    /// This device's own address.
+    pub fn address(&self) -> ProtocolAddress {
+        ProtocolAddress::new(self.name.clone(), self.device_id)
+    }
+
     /// Starts a session from a bundle in the harness's shape.
     pub fn process_bundle(&mut self, peer: &str, peer_device: u32, bundle: &Value) {
         let bundle = parse_bundle(bundle);
         process_prekey_bundle(
             &ProtocolAddress::new(peer, peer_device),
+            &self.address(),
             &mut self.store,
             &bundle,
             SystemTime::now(),
@@ -92,6 +98,7 @@ impl RustParty {
         let message = message_encrypt(
             plaintext,
             &ProtocolAddress::new(peer, peer_device),
+            &self.address(),
             &mut self.store,
             SystemTime::now(),
             &mut self.rng,
@@ -111,6 +118,7 @@ impl RustParty {
         message_decrypt(
             &message,
             &ProtocolAddress::new(peer, peer_device),
+            &self.address(),
             &mut self.store,
             &mut self.rng,
         )

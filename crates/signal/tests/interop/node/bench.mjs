@@ -12,6 +12,9 @@
 //   --time SECS      measurement per operation (default 5, like criterion)
 //   --quick          --warm-up 0.5 --time 1
 //   --spqr           keep the post-quantum ratchet on established sessions
+//   --libsignal V    the pinned libsignal-client to time: 0.90.0 (default)
+//                    or 0.103.0; 0.103.0 requires SPQR, so it always runs
+//                    with --spqr (its per-message cost with SPQR on)
 //
 // Two libsignal 0.90.0 parties negotiate SPQR, the sparse post-quantum
 // ratchet, which passerelle-signal negotiates off (see docs/signal.md). So
@@ -37,13 +40,14 @@ import os from 'node:os';
 import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
 
-import * as signal from '@signalapp/libsignal-client';
+import { loadLibsignal, takeVersionArg } from './libsignal.mjs';
 
-import { Party } from './stores.mjs';
-
-const LIBSIGNAL_VERSION = JSON.parse(
-  readFileSync(new URL('./node_modules/@signalapp/libsignal-client/package.json', import.meta.url), 'utf8'),
-).version;
+const { version: chosenVersion, rest: benchArgs } = takeVersionArg(process.argv.slice(2));
+const lib = await loadLibsignal(chosenVersion);
+const { signal, Party } = lib;
+const LIBSIGNAL_VERSION = lib.version;
+// 0.92 and later refuse a session without SPQR: it cannot be stripped.
+const SPQR_REQUIRED = LIBSIGNAL_VERSION !== '0.90.0';
 
 // --- options ---------------------------------------------------------------
 
@@ -75,7 +79,8 @@ function parseArgs(argv) {
   return options;
 }
 
-const options = parseArgs(process.argv.slice(2));
+const options = parseArgs(benchArgs);
+if (SPQR_REQUIRED) options.spqr = true;
 // With `--json -`, stdout carries only the JSON.
 const out = options.json === '-' ? process.stderr : process.stdout;
 
@@ -198,38 +203,33 @@ const parseBundle = (b) =>
   );
 
 // Alice's device, without sessions; Bob's, with its prekeys and no session.
-const newAlice = () => new Party('alice', 1, 1, aliceIdentity);
+// Named by service ids, as Signal and Passerelle name devices: 0.103's
+// PreKey messages then carry the address binding.
+const ALICE = '0a11ce00-0000-4000-8000-000000000001';
+const BOB = '0b0b0000-0000-4000-8000-000000000002';
+const newAlice = () => new Party(ALICE, 1, 1, aliceIdentity);
 async function newBob() {
-  const bob = new Party('bob', 2, 1, bobIdentity);
+  const bob = new Party(BOB, 2, 1, bobIdentity);
   await bob.preKeys.savePreKey(1, bobKeys.preKey);
   await bob.signedPreKeys.saveSignedPreKey(1, bobKeys.signedPreKey);
   await bob.kyberPreKeys.saveKyberPreKey(1, bobKeys.kyberPreKey);
   return bob;
 }
 
-const processBundle = (me, peer, bundle) =>
-  signal.processPreKeyBundle(parseBundle(bundle), peer.address, me.sessions, me.identities, new Date());
+const processBundle = (me, peer, bundle) => lib.processPreKeyBundle(me, parseBundle(bundle), peer.address);
 
 // Messages cross the network serialized, with their type.
 async function encrypt(me, peer, plaintext) {
-  const message = await signal.signalEncrypt(plaintext, peer.address, me.sessions, me.identities, new Date());
+  const message = await lib.signalEncrypt(me, plaintext, peer.address);
   return { type: message.type(), body: message.serialize() };
 }
 
 function decrypt(me, peer, { type, body }) {
   if (type === PreKey) {
-    return signal.signalDecryptPreKey(
-      signal.PreKeySignalMessage.deserialize(body),
-      peer.address,
-      me.sessions,
-      me.identities,
-      me.preKeys,
-      me.signedPreKeys,
-      me.kyberPreKeys,
-    );
+    return lib.signalDecryptPreKey(me, signal.PreKeySignalMessage.deserialize(body), peer.address);
   }
   if (type === Whisper) {
-    return signal.signalDecrypt(signal.SignalMessage.deserialize(body), peer.address, me.sessions, me.identities);
+    return lib.signalDecrypt(me, signal.SignalMessage.deserialize(body), peer.address);
   }
   throw new Error(`unexpected message type ${type}`);
 }
@@ -344,7 +344,7 @@ const benchmarks = [
   {
     name: 'session/initiator_process_bundle',
     make: async () => ({
-      setup: async () => [newAlice(), { address: signal.ProtocolAddress.new('bob', 1) }],
+      setup: async () => [newAlice(), { address: signal.ProtocolAddress.new(BOB, 1) }],
       run: ([alice, bob]) => processBundle(alice, bob, bobKeys.bundle),
     }),
   },

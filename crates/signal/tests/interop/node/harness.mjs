@@ -6,20 +6,17 @@
 // with padding. stdout carries responses only; diagnostics go to stderr.
 
 import { createHash, createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
-import * as signal from '@signalapp/libsignal-client';
+import { loadLibsignal, takeVersionArg } from './libsignal.mjs';
 
-import { Party } from './stores.mjs';
+// `node harness.mjs [--libsignal 0.90.0|0.103.0]`; 0.90.0 by default.
+const lib = await loadLibsignal(takeVersionArg(process.argv.slice(2)).version);
+const { signal, Party } = lib;
 
 // Anything that logs must not corrupt the response stream.
 console.log = console.error;
 console.info = console.error;
-
-const LIBSIGNAL_VERSION = JSON.parse(
-  readFileSync(new URL('./node_modules/@signalapp/libsignal-client/package.json', import.meta.url), 'utf8'),
-).version;
 
 class HarnessError extends Error {
   constructor(kind, message) {
@@ -52,7 +49,7 @@ function party(name) {
 const peerAddress = (req) => signal.ProtocolAddress.new(req.peer, req.peerDevice);
 
 const ops = {
-  ping: () => ({ version: LIBSIGNAL_VERSION }),
+  ping: () => ({ version: lib.version }),
 
   create: ({ name, registrationId, deviceId }) => {
     const p = new Party(name, registrationId, deviceId);
@@ -121,19 +118,13 @@ const ops = {
       signal.KEMPublicKey.deserialize(bytes(req.kyberPreKey)),
       bytes(req.kyberPreKeySignature),
     );
-    await signal.processPreKeyBundle(bundle, peerAddress(req), p.sessions, p.identities, new Date());
+    await lib.processPreKeyBundle(p, bundle, peerAddress(req));
     return {};
   },
 
   encrypt: async (req) => {
     const p = party(req.name);
-    const message = await signal.signalEncrypt(
-      bytes(req.plaintext),
-      peerAddress(req),
-      p.sessions,
-      p.identities,
-      new Date(),
-    );
+    const message = await lib.signalEncrypt(p, bytes(req.plaintext), peerAddress(req));
     return { type: message.type(), body: b64(message.serialize()) };
   },
 
@@ -142,22 +133,9 @@ const ops = {
     const body = bytes(req.body);
     let plaintext;
     if (req.type === signal.CiphertextMessageType.PreKey) {
-      plaintext = await signal.signalDecryptPreKey(
-        signal.PreKeySignalMessage.deserialize(body),
-        peerAddress(req),
-        p.sessions,
-        p.identities,
-        p.preKeys,
-        p.signedPreKeys,
-        p.kyberPreKeys,
-      );
+      plaintext = await lib.signalDecryptPreKey(p, signal.PreKeySignalMessage.deserialize(body), peerAddress(req));
     } else if (req.type === signal.CiphertextMessageType.Whisper) {
-      plaintext = await signal.signalDecrypt(
-        signal.SignalMessage.deserialize(body),
-        peerAddress(req),
-        p.sessions,
-        p.identities,
-      );
+      plaintext = await lib.signalDecrypt(p, signal.SignalMessage.deserialize(body), peerAddress(req));
     } else {
       throw badRequest(`decrypt: unsupported message type ${req.type}`);
     }
