@@ -631,20 +631,24 @@ impl Workers {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(output).lines();
+                let mut finished = false;
                 while let Ok(Some(line)) = lines.next_line().await {
                     match serde_json::from_str::<Event>(&line) {
                         Ok(event) => {
+                            finished = matches!(event, Event::Finished { .. });
                             let _ = tx.send((w, event));
                         }
                         Err(_) => eprintln!("worker {w}: {line}"),
                     }
                 }
-                let _ = tx.send((
-                    w,
-                    Event::Failed {
-                        message: "exited".into(),
-                    },
-                ));
+                if !finished {
+                    let _ = tx.send((
+                        w,
+                        Event::Failed {
+                            message: "exited before finishing".into(),
+                        },
+                    ));
+                }
             });
             children.push(child);
             inputs.push(input);
