@@ -116,6 +116,37 @@ pub fn proportional(total: u64, shares: &[u64]) -> Vec<u64> {
     parts
 }
 
+/// How many workers hold `units` connections when a process may hold
+/// `cap` open files and each worker also keeps `http` HTTP connections:
+/// at most `asked` connections a worker (when given), at least
+/// `min_workers` workers. Says so when `asked` is more than the cap allows.
+pub fn size_workers(
+    units: u64,
+    cap: u64,
+    http: u64,
+    asked: Option<u64>,
+    min_workers: u32,
+) -> (u64, Option<String>) {
+    let budget = openfiles::connections_per_worker(cap, http);
+    let (per_worker, warning) = match asked {
+        Some(asked) if asked > budget => (
+            budget,
+            Some(format!(
+                "a process may hold {cap} open files: {asked} connections per worker is more than \
+                 that allows beside {http} HTTP connections, so each worker holds at most {budget}"
+            )),
+        ),
+        Some(asked) => (asked.max(1), None),
+        None => (budget, None),
+    };
+    let workers = units
+        .div_ceil(per_worker)
+        .max(u64::from(min_workers))
+        .min(units)
+        .max(1);
+    (workers, warning)
+}
+
 /// Runs a scenario and returns its report.
 pub async fn run(
     me: &SelfCommand,
@@ -210,25 +241,22 @@ async fn run_on(
         bail!("nothing to do: zero connections or pairs");
     }
     let in_flight = scenario.traffic().map_or(0, |t| t.max_in_flight);
-    let budget =
-        openfiles::connections_per_worker(cap, (in_flight + common.register_concurrency) as u64);
-    let per_worker = match common.per_worker {
-        Some(asked) if asked > budget => {
+    let http = (in_flight + common.register_concurrency) as u64;
+    let (workers, warning) = size_workers(units, cap, http, common.per_worker, common.workers);
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    if let Some(hub_cap) = pid.and_then(memory::open_file_cap) {
+        // The hub holds one socket per connected device, and a few files.
+        if units + 64 > hub_cap {
             eprintln!(
-                "a process may hold {cap} open files: {asked} connections per worker is more than \
-                 that allows with {} HTTP connections, so each worker holds at most {budget}",
-                in_flight + common.register_concurrency
+                "the hub (process {}) may hold {hub_cap} open files: {units} connections to one \
+                 hub process will run into that cap; measure up to about {} per hub process",
+                pid.unwrap_or_default(),
+                hub_cap.saturating_sub(1000)
             );
-            budget
         }
-        Some(asked) => asked.max(1),
-        None => budget,
-    };
-    let workers = units
-        .div_ceil(per_worker)
-        .max(u64::from(common.workers))
-        .min(units)
-        .max(1);
+    }
     let shares = proportional(units, &vec![1; usize::try_from(workers).unwrap_or(1)]);
     let plans = plans(scenario, &shares);
     let devices_per_unit = if matches!(scenario, Scenario::Idle { .. }) {
@@ -716,6 +744,23 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_are_sized_from_the_open_file_cap() {
+        // 19,000 idle connections fit one worker under a 20,000 cap.
+        assert_eq!(size_workers(19_000, 20_000, 32, None, 1), (1, None));
+        // 50,000 do not: three workers.
+        assert_eq!(size_workers(50_000, 20_000, 32, None, 1).0, 3);
+        // Asking for more per worker than the cap allows is said and spread.
+        let (workers, warning) = size_workers(50_000, 20_000, 32, Some(40_000), 1);
+        assert_eq!(workers, 3);
+        assert!(warning.is_some_and(|w| w.contains("20000 open files")));
+        // Fewer per worker, or more workers, when asked.
+        assert_eq!(size_workers(100, 20_000, 32, Some(30), 1), (4, None));
+        assert_eq!(size_workers(100, 20_000, 32, None, 5), (5, None));
+        // Never more workers than connections.
+        assert_eq!(size_workers(2, 20_000, 32, None, 8), (2, None));
+    }
 
     #[test]
     fn proportional_parts_add_up() {

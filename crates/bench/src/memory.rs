@@ -41,6 +41,17 @@ fn field(text: &str, name: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// The soft open-file cap of process `pid` (`/proc/<pid>/limits`).
+pub fn open_file_cap(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Memory per connection in bytes: `(after - before) / connections`.
 pub fn per_connection(before: u64, after: u64, connections: u64) -> Option<f64> {
     (connections > 0).then(|| (after as f64 - before as f64) * 1024.0 / connections as f64)
@@ -55,6 +66,7 @@ mod tests {
     fn reads_this_process() {
         let m = read(std::process::id()).unwrap();
         assert!(m.rss_kib > 0);
+        assert!(open_file_cap(std::process::id()).is_some_and(|c| c > 0));
     }
 
     #[test]
