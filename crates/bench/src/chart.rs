@@ -52,6 +52,10 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<bool> {
         ("accepted", GREEN, series(|s| s.acknowledged)),
         ("received", RED, series(|s| s.received)),
     ] {
+        // Dots too: a run of one second has no line to draw.
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
@@ -98,6 +102,10 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<bool> {
             .iter()
             .map(|s| (s.second as f64 + 0.5, ms(pick(s))))
             .collect();
+        // Dots too: a run of one second has no line to draw.
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
