@@ -1,5 +1,5 @@
 //! `passerelle`: the hub (`serve`), a command-line client for every app on
-//! it (`chat`), and a first look (`demo`).
+//! it (`chat`), a first look (`demo`), and a load generator (`bench`).
 
 /// Prints a line to standard output. A closed pipe (`passerelle ... | head`)
 /// ends the output quietly instead of panicking as `println!` would.
@@ -42,6 +42,8 @@ enum Command {
     /// Register users on the demo apps of a running hub and show a short
     /// encrypted conversation among them.
     Demo(demo::DemoArgs),
+    /// Load a running hub with real devices and measure it.
+    Bench(passerelle_bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -51,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Chat(args) => chat::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => passerelle_bench::run(args).await,
     }
 }
