@@ -2,14 +2,18 @@
 //! real server on its own port with its own NATS delivery; devices connect
 //! to different nodes.
 //!
+//! Every scenario runs twice: over one in-memory store all nodes hold
+//! (`<scenario>::memory`), and over PostgreSQL, where each node opens its
+//! own pool on one shared schema, as separate processes would
+//! (`<scenario>::postgres`).
+//!
 //! NATS comes from `PASSERELLE_TEST_NATS` (default
-//! `nats://127.0.0.1:4222`); when it cannot be reached the tests say so and
-//! pass, unless `CI` is set. The outage test starts its own `nats-server`
+//! `nats://127.0.0.1:4222`), PostgreSQL from `PASSERELLE_TEST_POSTGRES`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`, a fresh schema
+//! per test); when either cannot be reached the tests say so and pass,
+//! unless `CI` is set. The outage test starts its own `nats-server`
 //! (`PASSERELLE_TEST_NATS_SERVER`, default `/usr/sbin/nats-server`) on a
 //! free port, and kills and restarts it.
-//!
-//! Every scenario takes the store as a parameter: each backend gets its
-//! own `#[tokio::test]` wrappers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,14 +23,17 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Client, Hub, Socket};
 use futures_util::StreamExt as _;
+use passerelle_client::{Address, Client as Sdk};
 use passerelle_proto::ws::ServerFrame;
 use passerelle_server::delivery::nats::NatsDelivery;
 use passerelle_server::{AppState, Config};
 use passerelle_store::Store;
+use passerelle_store::postgres::testing::TestSchema;
 use tokio_tungstenite::tungstenite::Message;
 
 // ---- the environment ----
@@ -60,13 +67,44 @@ async fn nats_url() -> Option<String> {
     None
 }
 
-fn memory_store() -> Arc<dyn Store> {
-    Arc::new(passerelle_store::memory::MemoryStore::new())
+/// Where the nodes of one test keep their data.
+enum Shared {
+    /// One in-memory store, held by every node of the process.
+    Memory(Arc<dyn Store>),
+    /// One schema of a PostgreSQL database; each node connects on its own.
+    Postgres(TestSchema),
+}
+
+/// Connections per node: a test's requests are few at a time, and every
+/// test's nodes share the server's `max_connections`.
+const POOL_SIZE: u32 = 4;
+
+impl Shared {
+    fn memory() -> Self {
+        Self::Memory(Arc::new(passerelle_store::memory::MemoryStore::new()))
+    }
+
+    /// A fresh schema, or `None` when PostgreSQL cannot be reached outside
+    /// CI (after saying so).
+    async fn postgres() -> Option<Self> {
+        passerelle_store::postgres::testing::fresh_schema()
+            .await
+            .map(Self::Postgres)
+    }
+
+    /// The store a new node works with.
+    async fn store_for_node(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Memory(store) => store.clone(),
+            Self::Postgres(schema) => Arc::new(schema.store(POOL_SIZE).await),
+        }
+    }
 }
 
 // ---- nodes ----
 
-/// One node: a real server with a NATS delivery over a shared store.
+/// One node: a real server with a NATS delivery and its own handle on the
+/// shared data.
 struct Node {
     addr: SocketAddr,
     state: AppState,
@@ -75,17 +113,9 @@ struct Node {
 }
 
 impl Node {
-    async fn start(name: &str, store: Arc<dyn Store>, nats: &str) -> Self {
+    async fn start(name: &str, shared: &Shared, nats: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::start_on(listener, name, store, nats).await
-    }
-
-    async fn start_on(
-        listener: tokio::net::TcpListener,
-        name: &str,
-        store: Arc<dyn Store>,
-        nats: &str,
-    ) -> Self {
+        let store = shared.store_for_node().await;
         let config = Config {
             node: name.to_owned(),
             nats: Some(nats.to_owned()),
@@ -230,9 +260,9 @@ async fn ephemeral_arrives(from: &Client, node: &Node, to: &Client, socket: &mut
 
 /// Messages cross both ways between two nodes, each sender on its own
 /// node; ephemeral pushes cross too.
-async fn messages_cross_nodes(store: Arc<dyn Store>, nats: &str) {
-    let a = Node::start("a", store.clone(), nats).await;
-    let b = Node::start("b", store, nats).await;
+async fn messages_cross_nodes(shared: &Shared, nats: &str) {
+    let a = Node::start("a", shared, nats).await;
+    let b = Node::start("b", shared, nats).await;
     let alice = a.hub().register_username(&name("alice")).await;
     let bob = b.hub().register_username(&name("bob")).await;
     let mut alice_ws = online(&alice, &a).await;
@@ -266,10 +296,10 @@ async fn messages_cross_nodes(store: Arc<dyn Store>, nats: &str) {
 
 /// A device that connects to another node replaces its connection on the
 /// first (4000), and later envelopes go to the new connection only.
-async fn reconnecting_elsewhere_replaces(store: Arc<dyn Store>, nats: &str) {
-    let a = Node::start("a", store.clone(), nats).await;
-    let b = Node::start("b", store.clone(), nats).await;
-    let c = Node::start("c", store, nats).await;
+async fn reconnecting_elsewhere_replaces(shared: &Shared, nats: &str) {
+    let a = Node::start("a", shared, nats).await;
+    let b = Node::start("b", shared, nats).await;
+    let c = Node::start("c", shared, nats).await;
     let alice = a.hub().register_username(&name("alice")).await;
     let bob = a.hub().register_username(&name("bob")).await;
     let mut old = online(&bob, &a).await;
@@ -311,9 +341,9 @@ async fn reconnecting_elsewhere_replaces(store: Arc<dyn Store>, nats: &str) {
 }
 
 /// Removing a device on one node closes its connection on another (4001).
-async fn removal_closes_remote_connections(store: Arc<dyn Store>, nats: &str) {
-    let a = Node::start("a", store.clone(), nats).await;
-    let b = Node::start("b", store, nats).await;
+async fn removal_closes_remote_connections(shared: &Shared, nats: &str) {
+    let a = Node::start("a", shared, nats).await;
+    let b = Node::start("b", shared, nats).await;
     let alice = a.hub().register_username(&name("alice")).await;
     let laptop = a.hub().link_device(&alice, "laptop").await.unwrap();
     let mut socket = online(&laptop, &b).await;
@@ -332,11 +362,11 @@ async fn removal_closes_remote_connections(store: Arc<dyn Store>, nats: &str) {
 /// A node stops while its devices are connected: they fail over (client
 /// SDK) to the other node and read everything, once each, including what
 /// was sent while they were moving.
-async fn devices_fail_over_when_a_node_stops(store: Arc<dyn Store>, nats: &str) {
-    use passerelle_client::{Body, Client as Sdk, Event};
+async fn devices_fail_over_when_a_node_stops(shared: &Shared, nats: &str) {
+    use passerelle_client::{Body, Event};
 
-    let a = Node::start("a", store.clone(), nats).await;
-    let b = Node::start("b", store, nats).await;
+    let a = Node::start("a", shared, nats).await;
+    let b = Node::start("b", shared, nats).await;
     let dir = tempfile::tempdir().unwrap();
     let (alice_name, bob_name) = (name("alice"), name("bob"));
     let alice = Sdk::register(
@@ -434,6 +464,239 @@ async fn devices_fail_over_when_a_node_stops(store: Arc<dyn Store>, nats: &str) 
     a.stop().await;
 }
 
+/// Registers a device of a fresh account on `node` (SDK, state in `dir`)
+/// that knows the nodes `servers`, in that order.
+async fn device_on(node: &Node, dir: &std::path::Path, who: &str, servers: &[&Node]) -> Sdk {
+    let handle = name(who);
+    let client = Sdk::register(
+        &node.url(),
+        dir.join(format!("{handle}.db")),
+        "parley",
+        Some(&handle),
+        None,
+        "phone",
+    )
+    .await
+    .unwrap();
+    let urls: Vec<String> = servers.iter().map(|n| n.url()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    client.set_servers(&urls).unwrap();
+    client
+}
+
+/// The last text each sender sends.
+const END: &str = "end";
+/// Rounds each sender sends once the node has stopped.
+const ROUNDS_AFTER_STOP: usize = 5;
+
+/// What one sender sent to one recipient: the texts whose send returned,
+/// and those whose send failed (the hub may or may not have queued them).
+#[derive(Default)]
+struct Sent {
+    acknowledged: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// Sends rounds of numbered texts (one to each of `to` per round) until
+/// `stopped` is set and [`ROUNDS_AFTER_STOP`] more rounds went, then
+/// [`END`] to each.
+async fn keep_sending(from: Sdk, to: Vec<Address>, stopped: Arc<AtomicBool>) -> Vec<Sent> {
+    let mut sent: Vec<Sent> = to.iter().map(|_| Sent::default()).collect();
+    let mut after_stop = 0;
+    for round in 0.. {
+        if stopped.load(Ordering::SeqCst) {
+            if after_stop == ROUNDS_AFTER_STOP {
+                break;
+            }
+            after_stop += 1;
+        }
+        for (address, sent) in to.iter().zip(&mut sent) {
+            let text = round.to_string();
+            match from.send_text(address, &text).await {
+                Ok(_) => sent.acknowledged.push(text),
+                Err(e) => {
+                    println!("a send to {address} failed: {e}");
+                    sent.failed.push(text);
+                }
+            }
+        }
+    }
+    for address in &to {
+        from.send_text(address, END).await.unwrap();
+    }
+    sent
+}
+
+/// Reads texts until [`END`] came from each of `senders`; counts every
+/// text in `count` as it arrives. Returns the listener (still connected)
+/// and the texts of each sender, in the order they came.
+async fn read_until_end(
+    mut listener: passerelle_client::Listener,
+    senders: Vec<Address>,
+    count: Arc<AtomicUsize>,
+) -> (passerelle_client::Listener, Vec<Vec<String>>) {
+    use passerelle_client::{Body, Event};
+
+    let mut texts: Vec<Vec<String>> = senders.iter().map(|_| Vec::new()).collect();
+    let ended = |texts: &[Vec<String>]| texts.iter().all(|t| t.iter().any(|t| t == END));
+    while !ended(&texts) {
+        let event = tokio::time::timeout(Duration::from_secs(60), listener.next())
+            .await
+            .expect("an event within 60 s")
+            .expect("the listener goes on")
+            .unwrap();
+        if let Event::Message {
+            from,
+            body: Body::Text { text },
+            ..
+        } = event
+        {
+            let sender = senders.iter().position(|s| *s == from).unwrap();
+            texts[sender].push(text);
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    (listener, texts)
+}
+
+/// What one recipient got from one sender is what was sent: every
+/// acknowledged text once, a failed one at most once, in the order sent,
+/// then [`END`].
+fn check_received(route: &str, sent: &Sent, received: &[String]) {
+    let (end, texts) = received.split_last().unwrap();
+    assert_eq!(end, END, "{route}: nothing after the end");
+    let numbers: Vec<usize> = texts.iter().map(|t| t.parse().unwrap()).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "{route}: each text once, in order: {numbers:?}"
+    );
+    for text in &sent.acknowledged {
+        assert!(
+            texts.contains(text),
+            "{route}: acknowledged {text} never came"
+        );
+    }
+    for text in texts {
+        assert!(
+            sent.acknowledged.contains(text) || sent.failed.contains(text),
+            "{route}: {text} was never sent"
+        );
+    }
+}
+
+/// A node stops while its devices are sending and receiving: every device
+/// ends up on the surviving node, and every message whose send was
+/// acknowledged reaches its recipient exactly once, in order, whether it
+/// was sent before, during or after the stop, to or from the node that
+/// stopped.
+async fn node_stops_with_messages_in_flight(shared: &Shared, nats: &str) {
+    let a = Node::start("a", shared, nats).await;
+    let b = Node::start("b", shared, nats).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Alice stays on the node that stays; bob and carol are on the one
+    // that stops.
+    let alice = device_on(&a, dir.path(), "alice", &[&a, &b]).await;
+    let bob = device_on(&b, dir.path(), "bob", &[&b, &a]).await;
+    let carol = device_on(&b, dir.path(), "carol", &[&b, &a]).await;
+    let address = |c: &Sdk| c.address().clone();
+
+    let stopped = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for (device, senders) in [
+        (&alice, vec![address(&bob), address(&carol)]),
+        (&bob, vec![address(&alice)]),
+        (&carol, vec![address(&alice)]),
+    ] {
+        let mut listener = device.listen().await.unwrap();
+        assert!(matches!(
+            listener.next().await.unwrap().unwrap(),
+            passerelle_client::Event::QueueEmpty
+        ));
+        let count = Arc::new(AtomicUsize::new(0));
+        let reader = tokio::spawn(read_until_end(listener, senders, count.clone()));
+        readers.push((count, reader));
+    }
+    let senders = [
+        tokio::spawn(keep_sending(
+            alice.clone(),
+            vec![address(&bob), address(&carol)],
+            stopped.clone(),
+        )),
+        tokio::spawn(keep_sending(
+            bob.clone(),
+            vec![address(&alice)],
+            stopped.clone(),
+        )),
+        tokio::spawn(keep_sending(
+            carol.clone(),
+            vec![address(&alice)],
+            stopped.clone(),
+        )),
+    ];
+
+    // Once messages flow every way, bob's and carol's node stops.
+    let mut flowing = false;
+    for _ in 0..600 {
+        flowing = readers
+            .iter()
+            .all(|(count, _)| count.load(Ordering::SeqCst) >= 3);
+        if flowing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flowing, "messages flow every way within 60 s");
+    b.stop().await;
+    stopped.store(true, Ordering::SeqCst);
+
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.push(sender.await.unwrap());
+    }
+    let mut received = Vec::new();
+    for (_, reader) in readers {
+        received.push(reader.await.unwrap());
+    }
+    let failed: usize = sent.iter().flatten().map(|s| s.failed.len()).sum();
+    let acknowledged: usize = sent.iter().flatten().map(|s| s.acknowledged.len()).sum();
+    println!("{acknowledged} sends acknowledged, {failed} failed");
+    // sent[0] is alice's (to bob, to carol); received[0] alice's (from
+    // bob, from carol).
+    check_received("alice to bob", &sent[0][0], &received[1].1[0]);
+    check_received("alice to carol", &sent[0][1], &received[2].1[0]);
+    check_received("bob to alice", &sent[1][0], &received[0].1[0]);
+    check_received("carol to alice", &sent[2][0], &received[0].1[1]);
+
+    for device in [&alice, &bob, &carol] {
+        assert_eq!(device.server_url(), format!("{}/", a.url()));
+        assert!(
+            a.state
+                .registry()
+                .is_connected(device.account_id(), device.device_id())
+        );
+        // Every envelope was acknowledged (the last acks may still be on
+        // their way).
+        let mut queued = u64::MAX;
+        for _ in 0..100 {
+            queued = a
+                .state
+                .store()
+                .queued_count(device.account_id(), device.device_id())
+                .await
+                .unwrap();
+            if queued == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(queued, 0, "{} has nothing left queued", device.address());
+    }
+    for (listener, _) in received {
+        listener.close().await;
+    }
+    a.stop().await;
+}
+
 // ---- a NATS server of the test's own ----
 
 struct NatsServer {
@@ -510,10 +773,10 @@ impl Drop for NatsServer {
 /// NATS goes away while messages are sent across nodes; once it is back,
 /// every one of them is delivered, and the nodes said they were unready
 /// meanwhile.
-async fn nats_outage_loses_nothing(store: Arc<dyn Store>, binary: &str) {
+async fn nats_outage_loses_nothing(shared: &Shared, binary: &str) {
     let mut nats = NatsServer::start(binary).await;
-    let a = Node::start("a", store.clone(), &nats.url()).await;
-    let b = Node::start("b", store, &nats.url()).await;
+    let a = Node::start("a", shared, &nats.url()).await;
+    let b = Node::start("b", shared, &nats.url()).await;
     let alice = a.hub().register_username(&name("alice")).await;
     let bob = b.hub().register_username(&name("bob")).await;
     let mut bob_ws = online(&bob, &b).await;
@@ -567,39 +830,37 @@ async fn nats_outage_loses_nothing(store: Arc<dyn Store>, binary: &str) {
     b.stop().await;
 }
 
-// ---- the in-memory store ----
+// ---- every scenario on every store ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_messages_cross_nodes() {
-    if let Some(nats) = nats_url().await {
-        messages_cross_nodes(memory_store(), &nats).await;
-    }
+/// Two tests for a scenario, `memory` and `postgres`: `$needs` is what it
+/// takes besides the store (a NATS URL, a `nats-server` binary), `None`
+/// when that is missing outside CI.
+macro_rules! on_every_store {
+    ($scenario:ident, $needs:expr) => {
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                if let Some(needs) = $needs {
+                    super::$scenario(&Shared::memory(), &needs).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(needs) = $needs else { return };
+                if let Some(shared) = Shared::postgres().await {
+                    super::$scenario(&shared, &needs).await;
+                }
+            }
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_reconnecting_elsewhere_replaces() {
-    if let Some(nats) = nats_url().await {
-        reconnecting_elsewhere_replaces(memory_store(), &nats).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_removal_closes_remote_connections() {
-    if let Some(nats) = nats_url().await {
-        removal_closes_remote_connections(memory_store(), &nats).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_devices_fail_over_when_a_node_stops() {
-    if let Some(nats) = nats_url().await {
-        devices_fail_over_when_a_node_stops(memory_store(), &nats).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_nats_outage_loses_nothing() {
-    if let Some(binary) = nats_server_binary() {
-        nats_outage_loses_nothing(memory_store(), &binary).await;
-    }
-}
+on_every_store!(messages_cross_nodes, nats_url().await);
+on_every_store!(reconnecting_elsewhere_replaces, nats_url().await);
+on_every_store!(removal_closes_remote_connections, nats_url().await);
+on_every_store!(devices_fail_over_when_a_node_stops, nats_url().await);
+on_every_store!(node_stops_with_messages_in_flight, nats_url().await);
+on_every_store!(nats_outage_loses_nothing, nats_server_binary());
