@@ -5,13 +5,16 @@
 # means passerelle-signal is faster).
 #
 #   npm ci --prefix crates/signal/tests/interop/node   # once
-#   crates/signal/benches/compare.sh [--quick] [--spqr] [name filter]
+#   crates/signal/benches/compare.sh [--quick] [--spqr] [--libsignal VERSION] [name filter]
 #
 # --quick shortens warm-up and measurement (1 s / 2 s for criterion, 0.5 s /
 # 1 s for Node) for a smoke run; figures worth quoting need the defaults.
-# --spqr keeps libsignal's post-quantum ratchet on established sessions (see
-# bench.mjs; passerelle-signal negotiates it off, so by default both sides run
-# the classic Double Ratchet).
+# passerelle-signal's sessions always run SPQR v1 beside the Double Ratchet.
+# --libsignal picks the pinned libsignal-client to time (default 0.90.0; see
+# bench.mjs). 0.103.0 requires SPQR, so it runs the same triple ratchet.
+# 0.90.0 has its SPQR state stripped once the handshake is done, unless
+# --spqr keeps it: only with 0.103.0 or --spqr are the steady-state rows the
+# same protocol on both sides.
 # The filter is a substring of the operation names, e.g. `session/` or
 # `decrypt`. Criterion's estimates are read from
 # $CARGO_TARGET_DIR/criterion (cargo metadata's target directory).
@@ -24,23 +27,32 @@ node_dir="$crate_dir/tests/interop/node"
 criterion_args=()
 node_args=()
 filter=""
-for arg in "$@"; do
-  case "$arg" in
+while (($#)); do
+  case "$1" in
     --quick)
       criterion_args+=(--warm-up-time 1 --measurement-time 2)
       node_args+=(--quick)
       ;;
     --spqr) node_args+=(--spqr) ;;
+    --libsignal)
+      if (($# < 2)); then
+        echo "compare.sh: --libsignal needs a version" >&2
+        exit 2
+      fi
+      node_args+=(--libsignal "$2")
+      shift
+      ;;
     -h | --help)
       sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     -*)
-      echo "compare.sh: unknown option $arg" >&2
+      echo "compare.sh: unknown option $1" >&2
       exit 2
       ;;
-    *) filter="$arg" ;;
+    *) filter="$1" ;;
   esac
+  shift
 done
 
 if [[ ! -d "$node_dir/node_modules/@signalapp/libsignal-client" ]]; then
