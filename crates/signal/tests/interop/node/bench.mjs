@@ -17,13 +17,12 @@
 //                    with --spqr (its per-message cost with SPQR on)
 //
 // Two libsignal 0.90.0 parties negotiate SPQR, the sparse post-quantum
-// ratchet, which passerelle-signal negotiates off (see docs/signal.md). So
-// that the steady-state benchmarks (encrypt_200, decrypt_200,
-// decrypt_200_ratchet_step) run the same classic Double Ratchet as
-// passerelle-signal, both parties' records are stripped of their SPQR state
-// (SessionStructure field 15) once the handshake is done: libsignal then
-// sends no SPQR payload, as it does with a peer that does not speak SPQR.
-// --spqr keeps it. Session setup always includes libsignal's SPQR start,
+// ratchet, as passerelle-signal's sessions always do. Without --spqr, both
+// parties' records are stripped of their SPQR state (SessionStructure field
+// 15) once the handshake is done, to time the classic Double Ratchet alone:
+// libsignal then sends no SPQR payload, as it does with a peer that does not
+// speak SPQR. --spqr (and 0.103.0) keep it, which is the same protocol as
+// passerelle-signal. Session setup always includes libsignal's SPQR start,
 // which JavaScript cannot turn off.
 //
 // Like criterion's iter_batched, each sample first prepares a batch of inputs
