@@ -15,13 +15,13 @@
 pub mod nats;
 pub mod websocket;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_util::future::BoxFuture;
 use passerelle_proto::{AccountId, DeviceId, Envelope};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::metrics;
 
@@ -107,9 +107,73 @@ pub(crate) trait Presence: Send + Sync {
 
 struct Slot {
     generation: Generation,
-    wake: Arc<Notify>,
-    ephemeral: mpsc::Sender<Envelope>,
+    mailbox: Arc<Mailbox>,
     close: Option<oneshot::Sender<CloseReason>>,
+}
+
+/// What the hub has for one connection: whether envelopes were queued
+/// since it last looked, and ephemeral envelopes to push.
+///
+/// One small allocation per connection, empty while it idles: a million
+/// idle connections must fit in a few GiB, and a channel would allocate a
+/// block of slots up front for each.
+#[derive(Default)]
+pub struct Mailbox {
+    notify: Notify,
+    queued: AtomicBool,
+    ephemeral: Mutex<VecDeque<Envelope>>,
+}
+
+/// What [`Mailbox::recv`] found.
+#[derive(Debug)]
+pub enum Mail {
+    /// Envelopes were queued for the device: read the store.
+    Queued,
+    /// An ephemeral envelope to push.
+    Ephemeral(Box<Envelope>),
+}
+
+impl Mailbox {
+    fn ephemeral(&self) -> MutexGuard<'_, VecDeque<Envelope>> {
+        // Every change is a single push or pop: a panic cannot leave the
+        // queue half-changed.
+        self.ephemeral.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        self.queued.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Queues an ephemeral envelope; false when [`EPHEMERAL_BUFFER`] are
+    /// waiting already.
+    fn push(&self, envelope: Envelope) -> bool {
+        {
+            let mut queue = self.ephemeral();
+            if queue.len() >= EPHEMERAL_BUFFER {
+                return false;
+            }
+            queue.push_back(envelope);
+        }
+        self.notify.notify_one();
+        true
+    }
+
+    /// The next thing to do. Cancel-safe: nothing is taken unless it is
+    /// returned, so it can race other futures in a `select!`.
+    pub async fn recv(&self) -> Mail {
+        loop {
+            if let Some(envelope) = self.ephemeral().pop_front() {
+                return Mail::Ephemeral(Box::new(envelope));
+            }
+            if self.queued.swap(false, Ordering::AcqRel) {
+                return Mail::Queued;
+            }
+            // A wake or push between the checks above and this wait left
+            // a permit in `notify`: the wait ends at once.
+            self.notify.notified().await;
+        }
+    }
 }
 
 type Key = (AccountId, DeviceId);
@@ -203,13 +267,11 @@ impl Registry {
             node: self.0.instance,
             conn: id,
         };
-        let wake = Arc::new(Notify::new());
-        let (ephemeral_tx, ephemeral) = mpsc::channel(EPHEMERAL_BUFFER);
+        let mailbox = Arc::new(Mailbox::default());
         let (close_tx, closed) = oneshot::channel();
         let slot = Slot {
             generation,
-            wake: wake.clone(),
-            ephemeral: ephemeral_tx,
+            mailbox: mailbox.clone(),
             close: Some(close_tx),
         };
         let (old, count) = {
@@ -229,8 +291,7 @@ impl Registry {
             account,
             device,
             generation,
-            wake,
-            ephemeral,
+            mailbox,
             closed,
         }
     }
@@ -291,25 +352,25 @@ impl Registry {
     /// Wakes a device's connection, if it has one here.
     pub fn wake(&self, account: AccountId, device: DeviceId) {
         if let Some(slot) = self.slots().get(&(account, device)) {
-            slot.wake.notify_one();
+            slot.mailbox.wake();
         }
     }
 
     /// Wakes every connection here (wakes may have been lost).
     pub fn wake_all(&self) {
         for slot in self.slots().values() {
-            slot.wake.notify_one();
+            slot.mailbox.wake();
         }
     }
 
     /// Hands an ephemeral envelope to a device's connection, if it has one
     /// here and its buffer has room.
     pub fn push_ephemeral(&self, account: AccountId, device: DeviceId, envelope: Envelope) -> bool {
-        let sender = self
+        let mailbox = self
             .slots()
             .get(&(account, device))
-            .map(|s| s.ephemeral.clone());
-        sender.is_some_and(|s| s.try_send(envelope).is_ok())
+            .map(|s| s.mailbox.clone());
+        mailbox.is_some_and(|m| m.push(envelope))
     }
 
     /// Closes a device's connection, if it has one here.
@@ -342,10 +403,8 @@ pub struct Connection {
     account: AccountId,
     device: DeviceId,
     generation: Generation,
-    /// Notified when envelopes were queued for the device.
-    pub wake: Arc<Notify>,
-    /// Ephemeral envelopes to push.
-    pub ephemeral: mpsc::Receiver<Envelope>,
+    /// Wakes and ephemeral envelopes for this connection.
+    pub mailbox: Arc<Mailbox>,
     /// Resolves when the hub wants this connection closed.
     pub closed: oneshot::Receiver<CloseReason>,
 }
@@ -401,6 +460,7 @@ impl Delivery for InProcessDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_new_connection_replaces_the_old_one() {
@@ -475,8 +535,81 @@ mod tests {
         let conn = registry.register(account, DeviceId::PRIMARY);
         registry.wake(account, DeviceId::PRIMARY);
         registry.wake(account, DeviceId::PRIMARY);
-        tokio::time::timeout(std::time::Duration::from_secs(1), conn.wake.notified())
+        let mail = tokio::time::timeout(Duration::from_secs(1), conn.mailbox.recv())
             .await
             .unwrap();
+        assert!(matches!(mail, Mail::Queued));
+        // Two wakes before a read are one read.
+        assert!(nothing_within(&conn.mailbox, Duration::from_millis(50)).await);
+    }
+
+    /// Whether `recv` stays pending for `wait`.
+    async fn nothing_within(mailbox: &Mailbox, wait: Duration) -> bool {
+        tokio::time::timeout(wait, mailbox.recv()).await.is_err()
+    }
+
+    fn typing(n: u64) -> Envelope {
+        Envelope {
+            id: uuid::Uuid::new_v4(),
+            kind: passerelle_proto::EnvelopeKind::Message,
+            source: None,
+            destination_device: DeviceId::PRIMARY,
+            client_timestamp: n,
+            server_timestamp: n,
+            content: None,
+            notice: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ephemeral_envelopes_come_in_order_up_to_the_bound() {
+        let registry = Registry::default();
+        let account = AccountId::random();
+        let conn = registry.register(account, DeviceId::PRIMARY);
+        let bound = u64::try_from(EPHEMERAL_BUFFER).unwrap();
+        for n in 0..bound {
+            assert!(registry.push_ephemeral(account, DeviceId::PRIMARY, typing(n)));
+        }
+        assert!(!registry.push_ephemeral(account, DeviceId::PRIMARY, typing(bound)));
+        for n in 0..bound {
+            match conn.mailbox.recv().await {
+                Mail::Ephemeral(envelope) => assert_eq!(envelope.client_timestamp, n),
+                Mail::Queued => panic!("no wake was sent"),
+            }
+        }
+        assert!(nothing_within(&conn.mailbox, Duration::from_millis(50)).await);
+        // Nobody connected: nobody takes it.
+        assert!(!registry.push_ephemeral(AccountId::random(), DeviceId::PRIMARY, typing(0)));
+    }
+
+    /// A `recv` dropped unfinished (another `select!` branch won) loses
+    /// nothing, whenever the wake came.
+    #[tokio::test]
+    async fn a_dropped_recv_loses_nothing() {
+        let registry = Registry::default();
+        let account = AccountId::random();
+        let conn = registry.register(account, DeviceId::PRIMARY);
+        {
+            // Waiting when the wake and the push come, then dropped
+            // before it is polled again.
+            let recv = conn.mailbox.recv();
+            tokio::pin!(recv);
+            assert!(futures_util::poll!(recv.as_mut()).is_pending());
+            registry.wake(account, DeviceId::PRIMARY);
+            assert!(registry.push_ephemeral(account, DeviceId::PRIMARY, typing(7)));
+        }
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(
+                tokio::time::timeout(Duration::from_secs(1), conn.mailbox.recv())
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(got.iter().any(|m| matches!(m, Mail::Queued)));
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, Mail::Ephemeral(e) if e.client_timestamp == 7))
+        );
     }
 }

@@ -16,8 +16,13 @@
 //! binary frames and frames that are not JSON or lack a `type` close the
 //! connection with `1008`.
 //!
-//! Memory per connection stays small: small read and write buffers, one
-//! page of envelopes at a time, and a bounded buffer of ephemeral ones.
+//! Memory per connection stays small, because most connections idle: a
+//! 1 KiB read buffer, a write buffer that holds one frame at a time, one
+//! page of envelopes at a time while a queue is read, a
+//! [`Mailbox`](super::Mailbox) that allocates nothing until something is
+//! pushed, and a task whose idle state holds only the socket halves, the
+//! cursor and the waits (the work done on a wake or a frame is boxed while
+//! it runs). About 6 KiB of hub memory in all (`docs/performance.md`).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -25,13 +30,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use passerelle_proto::ws::{ClientFrame, ServerFrame};
 use passerelle_proto::{AccountId, DeviceId, Envelope, ProblemType};
 use uuid::Uuid;
 
-use super::CloseReason;
+use super::{CloseReason, Mail};
 use crate::auth::Authenticated;
 use crate::metrics;
 use crate::problem::{ApiError, ApiResult};
@@ -43,8 +48,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_TRACKED: usize = 4096;
 /// The most ids one `ack` frame may carry.
 const MAX_ACK_IDS: usize = 1024;
-/// The read buffer of a connection.
-const READ_BUFFER: usize = 4 * 1024;
+/// The read buffer of a connection, held for its whole life. Devices send
+/// only acks, and an ack of a dozen ids fits; a larger frame grows the
+/// buffer while it is read.
+const READ_BUFFER: usize = 1024;
 /// Frames are written out once this many bytes are buffered (or at flush).
 const WRITE_BUFFER: usize = 8 * 1024;
 
@@ -91,12 +98,22 @@ pub(crate) async fn handler(
         .max_write_buffer_size(WRITE_BUFFER + largest_frame)
         .max_message_size(limits.max_ws_message_bytes)
         .max_frame_size(limits.max_ws_message_bytes)
-        .on_upgrade(move |socket| session(state, caller, socket)))
+        .on_upgrade(move |socket| {
+            let (sink, stream) = socket.split();
+            session(state, caller.account_id(), caller.device_id(), sink, stream)
+        }))
 }
 
-async fn session(state: AppState, caller: Authenticated, socket: WebSocket) {
-    let account = caller.account_id();
-    let device = caller.device_id();
+/// One device's connection, from the upgrade to the close. The task that
+/// runs it lives as long as the connection: it holds only what the
+/// connection needs (the socket is split, on the heap, before it starts).
+async fn session(
+    state: AppState,
+    account: AccountId,
+    device: DeviceId,
+    mut sink: Sink,
+    stream: SplitStream<WebSocket>,
+) {
     if let Err(e) = state
         .store()
         .touch_device(account, device, state.now())
@@ -108,14 +125,17 @@ async fn session(state: AppState, caller: Authenticated, socket: WebSocket) {
     // comes during it is kept for the loop below.
     let connection = state.registry().register(account, device);
     tracing::debug!(account = %account, device = %device, "device connected");
-    let (mut sink, stream) = socket.split();
     let end = run(&state, account, device, connection, &mut sink, stream).await;
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        let _ = boxed(tokio::time::timeout(
+            SEND_TIMEOUT,
+            sink.send(Message::Close(Some(frame))),
+        ))
+        .await;
     }
     tracing::debug!(account = %account, device = %device, ?end, "device disconnected");
 }
@@ -126,7 +146,7 @@ async fn run(
     device: DeviceId,
     mut connection: super::Connection,
     sink: &mut Sink,
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut stream: SplitStream<WebSocket>,
 ) -> End {
     let mut shutdown = state.shutdown_signal();
     let mut cursor = Cursor {
@@ -135,10 +155,10 @@ async fn run(
         device,
         unacked: VecDeque::new(),
     };
-    if let Err(end) = cursor.drain(sink).await {
+    if let Err(end) = boxed(cursor.drain(sink)).await {
         return end;
     }
-    if let Err(end) = send(sink, &ServerFrame::QueueEmpty).await {
+    if let Err(end) = boxed(send(sink, &ServerFrame::QueueEmpty)).await {
         return end;
     }
     let mut ping = tokio::time::interval(state.config().limits.ws_ping_interval);
@@ -151,19 +171,19 @@ async fn run(
                 Err(_) => End::Close(code::INTERNAL, "closed"),
             }),
             () = stopping(&mut shutdown) => Err(End::Close(code::GOING_AWAY, "hub shutting down")),
-            () = connection.wake.notified() => cursor.drain(sink).await,
-            Some(envelope) = connection.ephemeral.recv() => {
-                send(sink, &ServerFrame::Envelope { envelope: Box::new(envelope) }).await
-            }
+            mail = connection.mailbox.recv() => match mail {
+                Mail::Queued => boxed(cursor.drain(sink)).await,
+                Mail::Ephemeral(envelope) => boxed(send(sink, &ServerFrame::Envelope { envelope })).await,
+            },
             frame = stream.next() => match frame {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
-                Some(Ok(Message::Text(text))) => cursor.client_frame(text.as_str()).await,
+                Some(Ok(Message::Text(text))) => boxed(cursor.client_frame(text.as_str())).await,
                 // Pings are answered by the socket, pongs need nothing;
                 // binary frames are not part of the protocol.
                 Some(Ok(Message::Binary(_))) => Err(End::Close(code::POLICY, "frames are JSON text")),
                 Some(Ok(_)) => Ok(()),
             },
-            _ = ping.tick() => timed(sink.send(Message::Ping(Default::default()))).await,
+            _ = ping.tick() => boxed(timed(sink.send(Message::Ping(Default::default())))).await,
         };
         if let Err(end) = step {
             return end;
@@ -260,6 +280,13 @@ impl Cursor<'_> {
             Err(_) => Err(malformed()),
         }
     }
+}
+
+/// Runs `work` on the heap. A connection's task is as large as the largest
+/// state of its future, and it idles far more than it works: the work is
+/// boxed while it runs, so the idle task stays small.
+fn boxed<F: Future>(work: F) -> std::pin::Pin<Box<F>> {
+    Box::pin(work)
 }
 
 async fn timed<E>(f: impl Future<Output = Result<(), E>>) -> Result<(), End> {
