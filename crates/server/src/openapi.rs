@@ -289,6 +289,7 @@ impl Doc {
                 ProblemType::InvalidRequest,
                 ProblemType::Unauthorized,
                 ProblemType::Internal,
+                ProblemType::Unavailable,
             ],
         );
         self.add(passerelle_proto::ws::PATH, HttpMethod::Get, ws);

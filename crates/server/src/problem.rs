@@ -4,6 +4,8 @@
 //! Client errors carry a [`ProblemType`], a detail for a human and, for
 //! some, extension members. Internal errors carry a message for the
 //! operator's log only: the client sees `500 internal` and nothing more.
+//! A store that cannot be reached is `503 unavailable` with `Retry-After`:
+//! nothing was done, and the same request will work once it is back.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +29,15 @@ pub enum ApiError {
     /// the client.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store cannot be reached now; the text goes to the log, the
+    /// client is told to retry after [`UNAVAILABLE_RETRY_AFTER`].
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// How long a client waits before retrying when the store is unreachable:
+/// about what a database takes to restart or fail over.
+pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The result type of the hub's services.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -85,6 +95,7 @@ impl ApiError {
         match self {
             Self::Problem(p) | Self::RateLimited(p, _) => p.kind(),
             Self::Internal(_) => None,
+            Self::Unavailable(_) => Some(ProblemType::Unavailable),
         }
     }
 
@@ -97,6 +108,14 @@ impl ApiError {
                 Problem::new(
                     ProblemType::Internal,
                     "something failed inside the hub; the operator's log has the details",
+                )
+            }
+            Self::Unavailable(message) => {
+                tracing::warn!(error = %message, "the store is unavailable");
+                Problem::new(
+                    ProblemType::Unavailable,
+                    "the hub cannot reach its database right now; nothing was done, try again \
+                     after the time in Retry-After",
                 )
             }
         }
@@ -119,6 +138,7 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::NoSuchAccount => Self::not_found("no such account"),
             StoreError::NoSuchDevice => Self::not_found("no such device"),
+            StoreError::Unavailable(why) => Self::Unavailable(why),
             other => Self::internal(other),
         }
     }
@@ -128,6 +148,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = match &self {
             Self::RateLimited(_, after) => Some(after.as_secs_f64().ceil().max(1.0)),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER.as_secs_f64()),
             _ => None,
         };
         let mut response = problem_response(self.into_problem());
@@ -207,5 +228,23 @@ mod tests {
             ApiError::from(StoreError::Backend("disk full".into())),
             ApiError::Internal(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_503_with_retry_after() {
+        let error = ApiError::from(StoreError::Unavailable(
+            "connection refused to db.internal:5432".into(),
+        ));
+        assert_eq!(error.kind(), Some(ProblemType::Unavailable));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem.kind(), Some(ProblemType::Unavailable));
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("db.internal"), "{text}");
     }
 }

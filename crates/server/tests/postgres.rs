@@ -3,6 +3,9 @@
 //! one node sends to an account registered on the other, whose device
 //! reads the envelope from the other node's WebSocket.
 //!
+//! While the database cannot be reached, requests are answered `503
+//! unavailable` with `Retry-After`, and work again once it is back.
+//!
 //! Needs a PostgreSQL server at `PASSERELLE_TEST_POSTGRES`; skipped without
 //! one, unless `CI` is set. Each run works in a schema of its own, dropped
 //! at the end.
@@ -12,9 +15,12 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use passerelle_proto::api::messages::{OutgoingMessage, SendMessages};
+use passerelle_proto::{EnvelopeKind, ProblemType};
 use passerelle_server::Config;
 use passerelle_server::config::DatabaseUrl;
 use passerelle_store::postgres::testing::fresh_schema;
@@ -139,4 +145,143 @@ async fn eventually_empty(client: &Client, hub: &Hub) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the acknowledged envelopes stayed queued");
+}
+
+/// A TCP relay between the hub and PostgreSQL that can be cut: while cut,
+/// it refuses new connections and has dropped every open one, as a
+/// database host that went down would.
+struct Gate {
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Gate {
+    async fn new(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = Self {
+            listen: listener.local_addr().unwrap(),
+            upstream,
+            tasks: Arc::default(),
+        };
+        gate.serve(listener);
+        gate
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (upstream, tasks) = (self.upstream, self.tasks.clone());
+        let accept = tokio::spawn({
+            let tasks = tasks.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    tasks.lock().unwrap().push(relay.abort_handle());
+                }
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    /// Drops every connection and stops listening.
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Listens again, on the same port.
+    async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(self.listen).await.unwrap();
+        self.serve(listener);
+    }
+
+    /// `url` with its host and port replaced by the gate's.
+    fn url(&self, url: &str) -> String {
+        url.replace(&self.upstream.to_string(), &self.listen.to_string())
+    }
+}
+
+/// The host and port of a `postgres://user@host:port/...` URL.
+fn host_port(url: &str) -> SocketAddr {
+    let rest = url.split_once('@').map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap();
+    authority
+        .parse()
+        .expect("the test server URL names an IP address and port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_503_with_retry_after_until_it_is_back() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let gate = Gate::new(host_port(&schema.url())).await;
+    let node = start(&gate.url(&schema.url())).await;
+    let hub = Hub::detached(node.addr);
+    let alice = hub.register_username("alice").await;
+    let bob = hub.register_username("bob").await;
+    bob.send_to(&hub, &alice, b"before").await;
+
+    let send = |content: &'static [u8]| {
+        let body = SendMessages {
+            timestamp: 1_700_000_000_000,
+            messages: vec![OutgoingMessage {
+                device_id: alice.device_id,
+                registration_id: alice.registration_id,
+                kind: EnvelopeKind::Message,
+                content: content.to_vec().into(),
+            }],
+            online_only: false,
+        };
+        bob.auth(
+            hub.http
+                .put(hub.url(&format!("/v1/messages/{}", alice.account_id))),
+        )
+        .json(&body)
+        .send()
+    };
+
+    gate.cut();
+    let response = send(b"while down").await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(
+        response.headers()["content-type"],
+        passerelle_proto::problem::CONTENT_TYPE
+    );
+    let problem: passerelle_proto::Problem = response.json().await.unwrap();
+    assert_eq!(problem.kind(), Some(ProblemType::Unavailable));
+    // A registration, which writes, is answered the same way.
+    let refused = hub
+        .register("parley", Some("carol"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), Some(ProblemType::Unavailable));
+
+    gate.restore().await;
+    let mut status = 0;
+    for _ in 0..200 {
+        status = send(b"after").await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while the pool reconnects");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the hub did not recover");
+    // Nothing refused was stored: alice has exactly what was accepted.
+    let mut socket = alice.connect(&hub).await;
+    let contents: Vec<Vec<u8>> = socket
+        .backlog()
+        .await
+        .into_iter()
+        .map(|e| e.content.unwrap().0)
+        .collect();
+    assert_eq!(contents, [b"before".to_vec(), b"after".to_vec()]);
+    socket.close().await;
+    node.stop().await;
 }

@@ -56,6 +56,11 @@ pub enum StoreError {
     /// clients.
     #[error("store backend: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (its server is down, restarting
+    /// or out of connections); nothing was done, and the same request may
+    /// succeed later. The text is for operators' logs.
+    #[error("store backend unavailable: {0}")]
+    Unavailable(String),
     /// The database was written by a newer version of Passerelle; this one
     /// refuses to open it rather than misread it.
     #[error(

@@ -201,7 +201,9 @@ async fn acknowledged_envelopes_survive_killed_connections() {
                     let id = queued.envelope.id;
                     match store.enqueue(vec![queued]).await {
                         Ok(()) => acked.lock().unwrap().push(id),
-                        Err(StoreError::Backend(_)) => *failed.lock().unwrap() += 1,
+                        Err(StoreError::Unavailable(_) | StoreError::Backend(_)) => {
+                            *failed.lock().unwrap() += 1;
+                        }
                         Err(e) => panic!("unexpected error: {e}"),
                     }
                 }

@@ -9,7 +9,7 @@ use crate::{Millis, Result, StoreError};
 /// PostgreSQL's code for a foreign key violation.
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 
-/// Turns the driver's errors into [`StoreError::Backend`].
+/// Turns the driver's errors into store errors.
 pub(super) trait Db<T> {
     /// The value, or the error as a backend failure.
     fn db(self) -> Result<T>;
@@ -21,11 +21,36 @@ impl<T> Db<T> for std::result::Result<T, SqlxError> {
     }
 }
 
-/// A backend failure. PostgreSQL's primary messages name tables and
-/// constraints; the values are only in the error's detail, which is left
-/// out.
+/// A backend failure: [`StoreError::Unavailable`] when the server cannot
+/// be reached or is going away, [`StoreError::Backend`] otherwise.
+/// PostgreSQL's primary messages name tables and constraints; the values
+/// are only in the error's detail, which is left out.
 pub(super) fn backend(error: SqlxError) -> StoreError {
-    StoreError::Backend(error.to_string())
+    if is_unavailable(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+/// Whether the error says the server is out of reach for now, rather than
+/// that the statement failed: no connection, none free in time, or the
+/// server shutting down, starting up or out of connection slots.
+fn is_unavailable(error: &SqlxError) -> bool {
+    match error {
+        SqlxError::Io(_)
+        | SqlxError::Tls(_)
+        | SqlxError::PoolTimedOut
+        | SqlxError::PoolClosed
+        | SqlxError::WorkerCrashed => true,
+        SqlxError::Database(e) => e.code().is_some_and(|code| {
+            // Class 08: connection exception. 57P01-57P03: admin
+            // shutdown, crash shutdown, cannot connect now. 53300: too
+            // many connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// A value in the database that this build cannot read back.
