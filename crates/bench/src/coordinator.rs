@@ -176,15 +176,44 @@ pub async fn run(
         ..Report::default()
     };
     let spawned = if common.spawn_hub {
-        Some(SpawnedHub::start(me).await?)
+        spawn_nodes(me, common).await?
     } else {
-        None
+        Vec::new()
     };
-    let result = run_on(me, common, &scenario, cap, spawned.as_ref(), &mut report).await;
-    if let Some(hub) = spawned {
-        hub.stop().await;
+    let result = run_on(me, common, &scenario, cap, &spawned, &mut report).await;
+    for node in spawned {
+        node.stop().await;
     }
     result.map(|()| report)
+}
+
+/// Starts the nodes of `--spawn-hub`, one after the other (the first
+/// migrates a fresh database).
+async fn spawn_nodes(me: &SelfCommand, common: &crate::Common) -> anyhow::Result<Vec<SpawnedHub>> {
+    let backend = hub::Backend {
+        database: common.database.clone(),
+        nats: common.nats.clone(),
+    };
+    if common.nodes > 1 && (backend.database.is_none() || backend.nats.is_none()) {
+        bail!(
+            "{} nodes of one hub share a PostgreSQL database and talk over NATS: give --database \
+             postgres://... and --nats nats://...",
+            common.nodes
+        );
+    }
+    let mut nodes = Vec::new();
+    for index in 0..common.nodes.max(1) {
+        match SpawnedHub::start(me, &backend, index).await {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                for node in nodes {
+                    node.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(nodes)
 }
 
 async fn run_on(
@@ -192,18 +221,33 @@ async fn run_on(
     common: &crate::Common,
     scenario: &Scenario,
     cap: u64,
-    spawned: Option<&SpawnedHub>,
+    spawned: &[SpawnedHub],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut base = url::Url::parse(spawned.map_or(common.hub.as_str(), |h| h.url.as_str()))
-        .context("the hub URL")?;
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
+    let urls: Vec<&str> = if spawned.is_empty() {
+        common.hub.iter().map(String::as_str).collect()
+    } else {
+        spawned.iter().map(|h| h.url.as_str()).collect()
+    };
+    let mut nodes = Vec::new();
+    for url in urls {
+        let mut base = url::Url::parse(url).with_context(|| format!("the hub URL {url}"))?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        nodes.push(base);
     }
-    let pid = spawned.map(|h| h.pid).or(common.hub_pid);
+    let Some(base) = nodes.first().cloned() else {
+        bail!("no hub URL");
+    };
+    let pids: Vec<u32> = if spawned.is_empty() {
+        common.hub_pid.clone()
+    } else {
+        spawned.iter().map(|h| h.pid).collect()
+    };
     let app = common.app.clone().unwrap_or_else(|| {
-        if spawned.is_some() {
+        if !spawned.is_empty() {
             hub::APP
         } else {
             "parley"
@@ -231,9 +275,12 @@ async fn run_on(
                 .join(", ")
         );
     };
-    let target = socket::Target::resolve(&base).await?;
-    let spread =
-        !common.no_spread && matches!(target.addr.ip(), IpAddr::V4(v4) if v4.is_loopback());
+    let mut loopback = true;
+    for node in &nodes {
+        let target = socket::Target::resolve(node).await?;
+        loopback &= matches!(target.addr.ip(), IpAddr::V4(v4) if v4.is_loopback());
+    }
+    let spread = !common.no_spread && loopback;
 
     // Size the workers from the open-file cap.
     let units = scenario.units();
@@ -246,15 +293,19 @@ async fn run_on(
     if let Some(warning) = warning {
         eprintln!("{warning}");
     }
-    if let Some(hub_cap) = pid.and_then(memory::open_file_cap) {
-        // The hub holds one socket per connected device, and a few files.
-        if units + 64 > hub_cap {
-            eprintln!(
-                "the hub (process {}) may hold {hub_cap} open files: {units} connections to one \
-                 hub process will run into that cap; measure up to about {} per hub process",
-                pid.unwrap_or_default(),
-                hub_cap.saturating_sub(1000)
-            );
+    let per_node = units.div_ceil(nodes.len() as u64);
+    for &pid in &pids {
+        if let Some(hub_cap) = memory::open_file_cap(pid) {
+            // A node holds one socket per device connected to it, and a few
+            // files.
+            if per_node + 64 > hub_cap {
+                eprintln!(
+                    "the hub (process {pid}) may hold {hub_cap} open files: {per_node} \
+                     connections to one hub process will run into that cap; measure up to about \
+                     {} per hub process, and spread more over several nodes",
+                    hub_cap.saturating_sub(1000)
+                );
+            }
         }
     }
     let shares = proportional(units, &vec![1; usize::try_from(workers).unwrap_or(1)]);
@@ -266,8 +317,9 @@ async fn run_on(
     };
     report.hub = HubInfo {
         url: base.to_string(),
-        pid,
-        spawned: spawned.is_some(),
+        nodes: nodes.iter().map(ToString::to_string).collect(),
+        pids: pids.clone(),
+        spawned: !spawned.is_empty(),
         app: app.clone(),
     };
     report.setup = Setup {
@@ -290,7 +342,7 @@ async fn run_on(
         let devices = share * devices_per_unit;
         jobs.push(Job {
             worker: u32::try_from(w).unwrap_or(u32::MAX),
-            hub: base.to_string(),
+            nodes: nodes.iter().map(ToString::to_string).collect(),
             spread,
             app: app.clone(),
             scheme,
@@ -322,13 +374,13 @@ async fn run_on(
         .await?;
     bar.finish_and_clear();
     report.registration = Phase::new(registered.iter().sum(), start.elapsed().as_secs_f64());
-    let before = read_memory(pid);
+    let before = read_memory(&pids);
 
     match scenario {
         Scenario::Idle { hold, .. } => {
             let connected = connect(&mut pool, &bars, units, report).await?;
             tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
-            let after = read_memory(pid);
+            let after = read_memory(&pids);
             finish(&mut pool, report).await?;
             report.memory = memory_report(before, after, connected);
         }
@@ -348,7 +400,7 @@ async fn run_on(
                 )
                 .await?;
             bar.finish_and_clear();
-            let after = read_memory(pid);
+            let after = read_memory(&pids);
             finish(&mut pool, report).await?;
             traffic_report(report, &stats, scenario)?;
             report.memory = memory_report(before, after, 0);
@@ -367,7 +419,7 @@ async fn run_on(
             )
             .await?;
             bar.finish_and_clear();
-            let queued_memory = read_memory(pid);
+            let queued_memory = read_memory(&pids);
             pool.send(Command::Drain).await?;
             let start = Instant::now();
             let bar = bars.bar("drain", total);
@@ -483,15 +535,28 @@ fn plans(scenario: &Scenario, shares: &[u64]) -> Vec<Plan> {
     }
 }
 
-fn read_memory(pid: Option<u32>) -> Option<Memory> {
-    let pid = pid?;
-    match memory::read(pid) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("cannot read the memory of process {pid}: {e}");
-            None
+/// The memory of every hub process, summed; none unless every one reads.
+fn read_memory(pids: &[u32]) -> Option<Memory> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = Memory {
+        rss_kib: 0,
+        pss_kib: Some(0),
+    };
+    for &pid in pids {
+        match memory::read(pid) {
+            Ok(m) => {
+                total.rss_kib += m.rss_kib;
+                total.pss_kib = total.pss_kib.zip(m.pss_kib).map(|(a, b)| a + b);
+            }
+            Err(e) => {
+                eprintln!("cannot read the memory of process {pid}: {e}");
+                return None;
+            }
         }
     }
+    Some(total)
 }
 
 fn memory_report(

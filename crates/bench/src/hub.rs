@@ -21,13 +21,33 @@ use crate::SelfCommand;
 /// The app the bench registers with on a hub it configures.
 pub const APP: &str = "bench";
 
-/// A hub configuration for a load test.
-pub fn config_toml(listen: &str, data_dir: &Path) -> String {
+/// Where the nodes of a spawned hub keep their data and how they are
+/// linked.
+#[derive(Clone, Debug, Default)]
+pub struct Backend {
+    /// The PostgreSQL database the nodes share; none: each node's own
+    /// SQLite database (one node only).
+    pub database: Option<String>,
+    /// The NATS servers linking the nodes.
+    pub nats: Option<String>,
+}
+
+/// A hub configuration for a load test: node `node` of a hub on `backend`.
+pub fn config_toml(listen: &str, data_dir: &Path, backend: &Backend, node: &str) -> String {
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut linked = String::new();
+    if let Some(database) = &backend.database {
+        linked += &format!("database = \"{}\"\n", quote(database));
+    }
+    if let Some(nats) = &backend.nats {
+        linked += &format!("nats = \"{}\"\n", quote(nats));
+    }
     format!(
         r#"# A Passerelle hub configured for `passerelle bench`.
 listen = "{listen}"
 data_dir = "{data_dir}"
-
+node = "{node}"
+{linked}
 [apps.{APP}]
 name = "Bench"
 scheme = "username"
@@ -40,11 +60,8 @@ rate_verification = {{ per_minute = 0, burst = 0 }}
 # Drain runs queue many envelopes for one device.
 max_queued_envelopes = 1000000
 "#,
-        data_dir = data_dir
-            .display()
-            .to_string()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\""),
+        data_dir = quote(&data_dir.display().to_string()),
+        node = quote(node),
     )
 }
 
@@ -59,16 +76,19 @@ pub struct SpawnedHub {
 }
 
 impl SpawnedHub {
-    /// Starts a hub on a free loopback port with [`config_toml`] and a
-    /// fresh data directory, and waits until it answers `/readyz`.
-    pub async fn start(me: &SelfCommand) -> anyhow::Result<Self> {
+    /// Starts node `index` of a hub on `backend`, on a free loopback port
+    /// with [`config_toml`] and a fresh data directory, and waits until it
+    /// answers `/readyz`.
+    pub async fn start(me: &SelfCommand, backend: &Backend, index: u32) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let listen = format!("127.0.0.1:{port}");
         let config = dir.path().join("hub.toml");
-        std::fs::write(&config, config_toml(&listen, &dir.path().join("data")))?;
+        let data = dir.path().join("data");
+        let node = format!("bench-{index}");
+        std::fs::write(&config, config_toml(&listen, &data, backend, &node))?;
         let mut command = me.command(&["serve-hub", "--config"]);
         command
             .arg(&config)
@@ -150,10 +170,26 @@ mod tests {
 
     #[test]
     fn the_config_is_a_valid_hub_config() {
-        let text = config_toml("127.0.0.1:9999", Path::new("/tmp/x \"y\""));
+        let text = config_toml(
+            "127.0.0.1:9999",
+            Path::new("/tmp/x \"y\""),
+            &Backend::default(),
+            "n0",
+        );
         let config = passerelle_server::Config::from_toml(&text).unwrap();
         assert!(!config.limits.rate_registration.is_on());
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x \"y\""));
         assert!(config.app(&APP.parse().unwrap()).is_some());
+        assert!(config.database.is_none() && config.nats.is_none());
+
+        let linked = Backend {
+            database: Some("postgres://postgres@127.0.0.1:5432/bench".into()),
+            nats: Some("nats://127.0.0.1:4222".into()),
+        };
+        let text = config_toml("127.0.0.1:9999", Path::new("/tmp/d"), &linked, "bench-1");
+        let config = passerelle_server::Config::from_toml(&text).unwrap();
+        assert!(config.database.is_some());
+        assert_eq!(config.nats.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.node, "bench-1");
     }
 }

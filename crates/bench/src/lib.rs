@@ -90,16 +90,31 @@ enum BenchCommand {
 /// Options of every scenario.
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct Common {
-    /// The hub's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    hub: String,
-    /// Start a hub for this run (a fresh database in a temporary directory,
-    /// the configuration of `bench hub-config`), and stop it afterwards.
+    /// The hub's base URL; for a hub of several nodes, each node's,
+    /// comma-separated. Devices take the nodes in turn, and with several
+    /// nodes every message goes from a sender on one node to a recipient
+    /// on another.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    hub: Vec<String>,
+    /// Start a hub for this run (the configuration of `bench hub-config`,
+    /// data in a temporary directory), and stop it afterwards.
     #[arg(long)]
     spawn_hub: bool,
-    /// The hub's process id, to read its memory from /proc.
+    /// With --spawn-hub: how many nodes to start (more than one needs
+    /// --database and --nats).
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// With --spawn-hub: the PostgreSQL database the nodes share
+    /// (`postgres://...`); by default a fresh SQLite database.
     #[arg(long)]
-    hub_pid: Option<u32>,
+    database: Option<String>,
+    /// With --spawn-hub: the NATS servers linking the nodes.
+    #[arg(long)]
+    nats: Option<String>,
+    /// The process id of each hub node (comma-separated, in the order of
+    /// --hub), to read their memory from /proc.
+    #[arg(long, value_delimiter = ',')]
+    hub_pid: Vec<u32>,
     /// The app to register devices with (default: `bench` on a spawned
     /// hub, `parley` otherwise).
     #[arg(long)]
@@ -215,6 +230,15 @@ struct HubConfigArgs {
     /// Where its database lives.
     #[arg(long, default_value = "./passerelle-bench-data")]
     data_dir: PathBuf,
+    /// The PostgreSQL database the hub's nodes share, instead of SQLite.
+    #[arg(long)]
+    database: Option<String>,
+    /// The NATS servers linking the hub's nodes.
+    #[arg(long)]
+    nats: Option<String>,
+    /// This node's name.
+    #[arg(long, default_value = "bench-0")]
+    node: String,
 }
 
 /// How to run this executable again, as a worker or a hub.
@@ -260,7 +284,15 @@ pub async fn run_with(args: BenchArgs, prefix: &[&str]) -> anyhow::Result<()> {
             let _ = write!(
                 std::io::stdout(),
                 "{}",
-                hub::config_toml(&a.listen, &a.data_dir)
+                hub::config_toml(
+                    &a.listen,
+                    &a.data_dir,
+                    &hub::Backend {
+                        database: a.database,
+                        nats: a.nats,
+                    },
+                    &a.node
+                )
             );
             return Ok(());
         }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 pub struct Job {
     /// The worker's number.
     pub worker: u32,
-    /// The hub's base URL.
-    pub hub: String,
+    /// The base URLs of the hub's nodes (one for a single-node hub).
+    pub nodes: Vec<String>,
     /// Whether to bind sockets to spread loopback source addresses.
     pub spread: bool,
     /// The app devices register with, and its scheme.
@@ -47,6 +47,23 @@ pub enum Plan {
     /// Devices pair up; senders send while recipients are offline, then the
     /// recipients connect and drain their queues.
     Drain(Traffic),
+}
+
+impl Plan {
+    /// The node device `device` (its global number) registers with and
+    /// talks to, of `nodes`. Idle devices take the nodes in turn. In a
+    /// plan with traffic, device `2k` sends to device `2k + 1`: pair `k`'s
+    /// sender talks to node `k mod nodes` and its recipient to the next
+    /// node, so with several nodes every message crosses from one node to
+    /// another, in every direction alike.
+    pub fn node_of(&self, device: u64, nodes: usize) -> usize {
+        let nodes = u64::try_from(nodes.max(1)).unwrap_or(1);
+        let node = match self {
+            Self::Idle => device % nodes,
+            Self::Traffic(_) | Self::Drain(_) => (device / 2 + device % 2) % nodes,
+        };
+        usize::try_from(node).unwrap_or(0)
+    }
 }
 
 /// Messages between pairs.

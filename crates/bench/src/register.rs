@@ -43,6 +43,9 @@ pub struct Device {
     pub authorization: String,
     /// Its source address, when sockets are spread.
     pub source: Option<Ipv4Addr>,
+    /// The hub node it registered with and talks to (an index into the
+    /// job's nodes).
+    pub node: usize,
 }
 
 impl std::fmt::Debug for Device {
@@ -107,8 +110,8 @@ pub fn http_client(source: Option<Ipv4Addr>, pool: usize) -> anyhow::Result<reqw
 
 /// What to register.
 pub struct Registrar {
-    /// The hub's base URL, ending in `/`.
-    pub base: url::Url,
+    /// The base URLs of the hub's nodes, each ending in `/`.
+    pub nodes: Vec<url::Url>,
     /// The app.
     pub app: String,
     /// Its scheme.
@@ -123,12 +126,14 @@ pub struct Registrar {
 
 impl Registrar {
     /// Registers `count` devices, `concurrency` at a time; `done` counts
-    /// them as they finish. Device `i` gets source address `source(i)`.
+    /// them as they finish. Device `i` gets source address `source(i)` and
+    /// registers with node `node(i)`.
     pub async fn register_all(
         &self,
         count: u64,
         concurrency: usize,
         source: impl Fn(u64) -> Option<Ipv4Addr>,
+        node: impl Fn(u64) -> usize,
         done: &AtomicU64,
     ) -> anyhow::Result<Vec<Device>> {
         let pool: Arc<Vec<KeySet>> = Arc::new(
@@ -139,10 +144,10 @@ impl Registrar {
         let results: Vec<anyhow::Result<Device>> = futures_util::stream::iter(0..count)
             .map(|i| {
                 let pool = pool.clone();
-                let source = source(i);
+                let (source, node) = (source(i), node(i) % self.nodes.len().max(1));
                 async move {
                     let keys = &pool[usize::try_from(i).unwrap_or(0) % pool.len()];
-                    let device = self.register_one(i, keys, source).await;
+                    let device = self.register_one(i, keys, source, node).await;
                     done.fetch_add(1, Ordering::Relaxed);
                     device
                 }
@@ -158,7 +163,9 @@ impl Registrar {
         i: u64,
         keys: &KeySet,
         source: Option<Ipv4Addr>,
+        node: usize,
     ) -> anyhow::Result<Device> {
+        let base = self.nodes.get(node).context("no such hub node")?;
         let password: String = {
             let mut rng = OsRng;
             (0..32)
@@ -178,7 +185,7 @@ impl Registrar {
                     .bytes()
                     .fold(0, |a, b| (a * 31 + u64::from(b)) % 10_000);
                 let handle = format!("+1{run:04}{:03}{:07}", self.worker % 1000, i % 10_000_000);
-                let verification = self.verify(&handle).await?;
+                let verification = self.verify(base, &handle).await?;
                 (Some(handle), Some(verification))
             }
         };
@@ -192,19 +199,21 @@ impl Registrar {
             identity_key: keys.identity.clone(),
             keys: keys.keys.clone(),
         };
-        let registered: Registered = self.post("v1/accounts", &request).await?;
+        let registered: Registered = self.post(base, "v1/accounts", &request).await?;
         let user = format!("{}.{}", registered.account_id, registered.device_id);
         Ok(Device {
             account: registered.account_id,
             registration_id,
             authorization: format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))),
             source,
+            node,
         })
     }
 
-    async fn verify(&self, handle: &str) -> anyhow::Result<Verification> {
+    async fn verify(&self, base: &url::Url, handle: &str) -> anyhow::Result<Verification> {
         let session: VerificationSession = self
             .post(
+                base,
                 "v1/verifications",
                 &VerificationRequest {
                     app: self.app.parse().context("app id")?,
@@ -226,10 +235,11 @@ impl Registrar {
 
     async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
+        base: &url::Url,
         path: &str,
         body: &B,
     ) -> anyhow::Result<R> {
-        let url = self.base.join(path)?;
+        let url = base.join(path)?;
         let response = self
             .http
             .post(url)

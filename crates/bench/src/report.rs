@@ -71,10 +71,12 @@ pub struct Machine {
 /// The hub.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HubInfo {
-    /// Its base URL.
+    /// The base URL of its first node.
     pub url: String,
-    /// Its process id, when known.
-    pub pid: Option<u32>,
+    /// The base URL of every node.
+    pub nodes: Vec<String>,
+    /// The process id of every node, where known (their memory is summed).
+    pub pids: Vec<u32>,
     /// Whether this run started it.
     pub spawned: bool,
     /// The app the devices registered with.
@@ -363,7 +365,11 @@ impl Report {
             out,
             "{} on {} ({} workers, {} devices; load average {:?})",
             self.scenario,
-            self.hub.url,
+            if self.hub.nodes.len() > 1 {
+                self.hub.nodes.join(", ")
+            } else {
+                self.hub.url.clone()
+            },
             self.setup.workers,
             self.setup.devices,
             self.machine.load_average

@@ -35,7 +35,7 @@ pub async fn run(
     tracker: Arc<Tracker>,
     pairs: Arc<Pairs>,
     http: reqwest::Client,
-    base: url::Url,
+    nodes: Arc<Vec<url::Url>>,
     plan: &Traffic,
     await_receipt: bool,
 ) -> anyhow::Result<()> {
@@ -48,7 +48,6 @@ pub async fn run(
     let mut filler = vec![0; plan.size.max(payload::HEADER_LEN)];
     rand::rngs::OsRng.fill_bytes(&mut filler);
     let filler = Arc::new(filler);
-    let base = Arc::new(base);
     tracker.start();
     for m in 0..tracker.total() {
         let due = tracker.due(m);
@@ -56,20 +55,21 @@ pub async fn run(
             tokio::time::sleep_until(due.into()).await;
         }
         let slot = slots.clone().acquire_owned().await?;
-        let (tracker, pairs, http, base, filler) = (
+        let (tracker, pairs, http, nodes, filler) = (
             tracker.clone(),
             pairs.clone(),
             http.clone(),
-            base.clone(),
+            nodes.clone(),
             filler.clone(),
         );
         tokio::spawn(async move {
             let pair = usize::try_from(m % count).unwrap_or(0);
+            let sender = &pairs.senders[pair];
             let result = send(
                 &tracker,
                 &http,
-                &base,
-                &pairs.senders[pair],
+                &nodes[sender.node],
+                sender,
                 &pairs.recipients[pair],
                 m,
                 &filler,

@@ -92,7 +92,8 @@ impl Sockets {
 
 struct Worker {
     job: Job,
-    target: Target,
+    /// The WebSocket of each node.
+    targets: Vec<Target>,
     tracker: Arc<Tracker>,
     sockets: Arc<Sockets>,
     tasks: JoinSet<()>,
@@ -105,9 +106,9 @@ impl Worker {
         let start = Instant::now();
         let before = self.sockets.served.load(Ordering::Relaxed);
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        let target = &self.target;
+        let targets = &self.targets;
         let mut opened = futures_util::stream::iter(devices)
-            .map(|d| socket::connect(target, d))
+            .map(|d| socket::connect(&targets[d.node], d))
             .buffer_unordered(self.job.connect_concurrency.max(1));
         let mut ok = 0;
         while let Some(result) = opened.next().await {
@@ -181,7 +182,15 @@ async fn work(out: &Out) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let job: Job = serde_json::from_str(&lines.next_line().await?.context("no job on input")?)
         .context("reading the job")?;
-    let base = url::Url::parse(&job.hub)?;
+    let nodes = Arc::new(
+        job.nodes
+            .iter()
+            .map(|n| url::Url::parse(n))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    if nodes.is_empty() {
+        anyhow::bail!("the job names no hub node");
+    }
     let traffic = match &job.plan {
         Plan::Idle => None,
         Plan::Traffic(t) | Plan::Drain(t) => Some(t.clone()),
@@ -212,7 +221,7 @@ async fn work(out: &Out) -> anyhow::Result<()> {
     let pool = traffic.as_ref().map_or(64, |t| t.max_in_flight) + job.register_concurrency;
     let http = http_client(job.spread.then(|| addr::http(job.worker)), pool)?;
     let registrar = Registrar {
-        base: base.clone(),
+        nodes: nodes.to_vec(),
         app: job.app.clone(),
         scheme: job.scheme,
         run: job.run.clone(),
@@ -227,6 +236,7 @@ async fn work(out: &Out) -> anyhow::Result<()> {
             job.devices,
             job.register_concurrency,
             |i| spread.then(|| addr::device(first + i)),
+            |i| job.plan.node_of(first + i, nodes.len()),
             &registered,
         )
         .await?;
@@ -251,7 +261,13 @@ async fn work(out: &Out) -> anyhow::Result<()> {
     };
     let (stop, _) = watch::channel(false);
     let mut worker = Worker {
-        target: Target::resolve(&base).await?,
+        targets: {
+            let mut targets = Vec::with_capacity(nodes.len());
+            for node in nodes.iter() {
+                targets.push(Target::resolve(node).await?);
+            }
+            targets
+        },
         job,
         tracker: tracker.clone(),
         sockets,
@@ -273,7 +289,7 @@ async fn work(out: &Out) -> anyhow::Result<()> {
                         tracker.clone(),
                         pairs,
                         http.clone(),
-                        base.clone(),
+                        nodes.clone(),
                         plan,
                         !draining,
                     )
