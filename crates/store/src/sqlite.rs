@@ -86,6 +86,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use passerelle_proto::{AccountId, Address, DeviceId, Envelope};
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 use uuid::Uuid;
 
 use self::columns::Db as _;
@@ -206,6 +207,12 @@ impl SqliteStore {
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).db()?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Without the query planner stability guarantee, SQLite plans some
+    // statements for the values bound to them (a `LIMIT ?`, for one) and
+    // prepares them again whenever such a value is bound anew: on every
+    // call of a cached statement. With it, a statement is planned once.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .db()?;
     Ok(())
 }
 
@@ -418,5 +425,33 @@ mod tests {
             .read(|c| c.execute_batch("DELETE FROM accounts").db())
             .await;
         assert!(write_on_reader.is_err());
+    }
+
+    /// A cached statement is planned once, whatever values are bound to
+    /// it: the queue is read page by page with `LIMIT ?`.
+    #[tokio::test]
+    async fn bound_values_do_not_prepare_statements_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let reprepared = store
+            .read(|c| {
+                let mut statement = c
+                    .prepare_cached(
+                        "SELECT seq FROM envelopes WHERE account_id = ?1 ORDER BY seq LIMIT ?2",
+                    )
+                    .db()?;
+                for limit in 1..=3 {
+                    let rows = statement
+                        .query_map(rusqlite::params![[0u8; 16].as_slice(), limit], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .db()?;
+                    assert_eq!(rows.count(), 0);
+                }
+                Ok(statement.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepared, 0);
     }
 }
