@@ -26,6 +26,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -4,7 +4,8 @@ use passerelle_proto::{AccountId, DeviceId};
 use sqlx_core::error::Error as SqlxError;
 use uuid::Uuid;
 
-use crate::{Millis, Result, StoreError};
+pub(super) use crate::sql::{bits, corrupt, expiry, expiry_from, from_bits, u32_from};
+use crate::{Result, StoreError};
 
 /// PostgreSQL's code for a foreign key violation.
 const FOREIGN_KEY_VIOLATION: &str = "23503";
@@ -53,37 +54,12 @@ fn is_unavailable(error: &SqlxError) -> bool {
     }
 }
 
-/// A value in the database that this build cannot read back.
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("unreadable {what} in the database"))
-}
-
 /// Whether a statement failed on a foreign key.
 pub(super) fn is_foreign_key_violation(error: &SqlxError) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == FOREIGN_KEY_VIOLATION)
-}
-
-/// A time that SQL compares (an expiry): saturates at `i64::MAX`.
-pub(super) fn expiry(time: Millis) -> i64 {
-    i64::try_from(time).unwrap_or(i64::MAX)
-}
-
-/// An expiry read back.
-pub(super) fn expiry_from(value: i64) -> Millis {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// A `u64` that SQL does not compare, stored bit for bit.
-pub(super) fn bits(value: u64) -> i64 {
-    i64::from_ne_bytes(value.to_ne_bytes())
-}
-
-/// A `u64` stored with [`bits`], read back.
-pub(super) fn from_bits(value: i64) -> u64 {
-    u64::from_ne_bytes(value.to_ne_bytes())
 }
 
 /// A device id as a `smallint`.
@@ -103,9 +79,4 @@ pub(super) fn device_id(value: i16) -> Result<DeviceId> {
 /// An account id read back.
 pub(super) fn account_id(id: Uuid) -> AccountId {
     AccountId(id)
-}
-
-/// A `u32` read back from a `bigint`.
-pub(super) fn u32_from(value: i64, what: &str) -> Result<u32> {
-    u32::try_from(value).map_err(|_| corrupt(what))
 }

@@ -3,7 +3,8 @@
 use passerelle_proto::{AccountId, DeviceId};
 use uuid::Uuid;
 
-use crate::{Millis, Result, StoreError};
+pub(super) use crate::sql::{bits, corrupt, expiry, expiry_from, from_bits, u32_from};
+use crate::{Result, StoreError};
 
 /// Turns SQLite's errors into [`StoreError::Backend`].
 pub(super) trait Db<T> {
@@ -23,11 +24,6 @@ pub(super) fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-/// A value in the database that this build cannot read back.
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("unreadable {what} in the database"))
-}
-
 /// Whether a statement failed on a foreign key.
 pub(super) fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
     matches!(
@@ -35,26 +31,6 @@ pub(super) fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
         rusqlite::Error::SqliteFailure(e, _)
             if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
     )
-}
-
-/// A time that SQL compares (an expiry): saturates at `i64::MAX`.
-pub(super) fn expiry(time: Millis) -> i64 {
-    i64::try_from(time).unwrap_or(i64::MAX)
-}
-
-/// An expiry read back.
-pub(super) fn expiry_from(value: i64) -> Millis {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// A `u64` that SQL does not compare, stored bit for bit.
-pub(super) fn bits(value: u64) -> i64 {
-    i64::from_ne_bytes(value.to_ne_bytes())
-}
-
-/// A `u64` stored with [`bits`], read back.
-pub(super) fn from_bits(value: i64) -> u64 {
-    u64::from_ne_bytes(value.to_ne_bytes())
 }
 
 /// An account id as a 16-byte blob.
@@ -78,11 +54,6 @@ pub(super) fn device_id(value: i64) -> Result<DeviceId> {
         .ok()
         .and_then(|id| DeviceId::new(id).ok())
         .ok_or_else(|| corrupt("device id"))
-}
-
-/// A `u32` read back.
-pub(super) fn u32_from(value: i64, what: &str) -> Result<u32> {
-    u32::try_from(value).map_err(|_| corrupt(what))
 }
 
 /// Collects rows whose conversion can fail twice: in SQLite, then in ours.
