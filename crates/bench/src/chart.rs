@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::anyhow;
 use plotters::prelude::*;
 
-use crate::report::Report;
+use plotters::coord::types::RangedCoordf64;
+
+use crate::report::{Report, Second};
 
 /// Draws `report`'s timeline to an SVG file; `false` when it has none.
 pub fn draw(report: &Report, path: &Path) -> anyhow::Result<bool> {
@@ -41,33 +43,20 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<bool> {
         .y_desc("messages/s")
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    let series = |f: fn(&crate::report::Second) -> u64| {
+    let series = |f: fn(&Second) -> u64| {
         seconds
             .iter()
             .map(move |s| (s.second as f64 + 0.5, f(s) as f64))
             .collect::<Vec<_>>()
     };
-    for (name, color, points) in [
-        ("sent", BLUE, series(|s| s.sent)),
-        ("accepted", GREEN, series(|s| s.acknowledged)),
-        ("received", RED, series(|s| s.received)),
-    ] {
-        // Dots too: a run of one second has no line to draw.
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    lines(
+        &mut chart,
+        [
+            ("sent", BLUE, series(|s| s.sent)),
+            ("accepted", GREEN, series(|s| s.acknowledged)),
+            ("received", RED, series(|s| s.received)),
+        ],
+    )?;
 
     let ms = |us: u64| us as f64 / 1000.0;
     let highest = seconds
@@ -89,20 +78,33 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<bool> {
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     let received: Vec<_> = seconds.iter().filter(|s| s.received > 0).collect();
-    for (name, color, pick) in [
-        (
-            "p50",
-            GREEN,
-            (|s: &crate::report::Second| s.latency_us.p50) as fn(&_) -> u64,
-        ),
-        ("p99", BLUE, |s| s.latency_us.p99),
-        ("p99.9", RED, |s| s.latency_us.p999),
-    ] {
-        let points: Vec<_> = received
+    let percentile = |pick: fn(&Second) -> u64| {
+        received
             .iter()
             .map(|s| (s.second as f64 + 0.5, ms(pick(s))))
-            .collect();
-        // Dots too: a run of one second has no line to draw.
+            .collect::<Vec<_>>()
+    };
+    lines(
+        &mut chart,
+        [
+            ("p50", GREEN, percentile(|s| s.latency_us.p50)),
+            ("p99", BLUE, percentile(|s| s.latency_us.p99)),
+            ("p99.9", RED, percentile(|s| s.latency_us.p999)),
+        ],
+    )?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(true)
+}
+
+type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A named series of points, in its color.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+/// Draws each named series as a line with dots (a run of one second has no
+/// line to draw), then the legend.
+fn lines<const N: usize>(chart: &mut Chart<'_>, series: [Series<'_>; N]) -> anyhow::Result<()> {
+    for (name, color, points) in series {
         chart
             .draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))
             .map_err(|e| anyhow!("{e}"))?;
@@ -118,6 +120,5 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<bool> {
         .background_style(WHITE.mix(0.8))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow!("{e}"))?;
-    Ok(true)
+    Ok(())
 }
