@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
 use passerelle_proto::{AccountId, Base64Bytes, DeviceId, Envelope, EnvelopeKind};
-use passerelle_store::postgres::testing::fresh_schema;
+use passerelle_store::postgres::testing::{TestSchema, fresh_schema};
 use passerelle_store::postgres::{PostgresStore, schema};
 use passerelle_store::{
     KeyUpdate, MailboxFill, NewAccount, NewDevice, QueuedEnvelope, Store, StoreError, StoredKey,
@@ -279,25 +279,28 @@ async fn nodes_starting_together_migrate_once() {
     }
 }
 
-async fn nodes(schema: &passerelle_store::postgres::testing::TestSchema) -> Vec<Arc<dyn Store>> {
+/// [`NODES`] nodes on a fresh schema, and alice's account (with `one_time`
+/// one-time keys) created through the first; `None` when PostgreSQL cannot
+/// be reached outside CI.
+async fn cluster(one_time: u32) -> Option<(TestSchema, Vec<Arc<dyn Store>>, AccountId)> {
+    let schema = fresh_schema().await?;
     let mut nodes: Vec<Arc<dyn Store>> = Vec::new();
     for _ in 0..NODES {
         nodes.push(Arc::new(schema.store(4).await));
     }
-    nodes
+    let account = new_account("alice", one_time);
+    let alice = account.id;
+    nodes[0].create_account(account).await.unwrap();
+    Some((schema, nodes, alice))
 }
 
 /// Claims from several nodes at once hand out each one-time key once,
 /// then fall back to the last-resort Kyber key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_never_share_a_one_time_key() {
-    let Some(schema) = fresh_schema().await else {
+    let Some((_schema, nodes, alice)) = cluster(100).await else {
         return;
     };
-    let nodes = nodes(&schema).await;
-    let account = new_account("alice", 100);
-    let alice = account.id;
-    nodes[0].create_account(account).await.unwrap();
 
     let claims = (0..160).map(|i| {
         let node = Arc::clone(&nodes[i % NODES]);
@@ -334,13 +337,9 @@ async fn nodes_never_share_a_one_time_key() {
 /// device limit holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_add_devices_without_sharing_ids() {
-    let Some(schema) = fresh_schema().await else {
+    let Some((_schema, nodes, alice)) = cluster(0).await else {
         return;
     };
-    let nodes = nodes(&schema).await;
-    let account = new_account("alice", 0);
-    let alice = account.id;
-    nodes[0].create_account(account).await.unwrap();
     let adds = (0..40).map(|i| {
         let node = Arc::clone(&nodes[i % NODES]);
         tokio::spawn(async move {
@@ -367,13 +366,9 @@ async fn nodes_add_devices_without_sharing_ids() {
 /// sequence number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_following_the_queue_misses_nothing() {
-    let Some(schema) = fresh_schema().await else {
+    let Some((_schema, nodes, alice)) = cluster(0).await else {
         return;
     };
-    let nodes = nodes(&schema).await;
-    let account = new_account("alice", 0);
-    let alice = account.id;
-    nodes[0].create_account(account).await.unwrap();
 
     let writers: Vec<_> = (0..16u64)
         .map(|task| {
@@ -428,13 +423,9 @@ async fn follow(
 /// node, while another node removes one of the devices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_outs_are_all_or_nothing_across_nodes() {
-    let Some(schema) = fresh_schema().await else {
+    let Some((_schema, nodes, alice)) = cluster(0).await else {
         return;
     };
-    let nodes = nodes(&schema).await;
-    let account = new_account("alice", 0);
-    let alice = account.id;
-    nodes[0].create_account(account).await.unwrap();
     let mut devices = vec![DeviceId::PRIMARY];
     for _ in 0..9 {
         devices.push(
@@ -481,13 +472,9 @@ async fn fan_outs_are_all_or_nothing_across_nodes() {
 /// Expiry tasks of several nodes at once take each expired envelope once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_take_each_expired_envelope_once() {
-    let Some(schema) = fresh_schema().await else {
+    let Some((_schema, nodes, alice)) = cluster(0).await else {
         return;
     };
-    let nodes = nodes(&schema).await;
-    let account = new_account("alice", 0);
-    let alice = account.id;
-    nodes[0].create_account(account).await.unwrap();
     let batch: Vec<_> = (0..400).map(|n| envelope(alice, n, NOW + n)).collect();
     nodes[0].enqueue(batch).await.unwrap();
 
