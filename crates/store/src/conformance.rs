@@ -1427,6 +1427,104 @@ pub async fn enqueues_from_many_tasks_keep_each_senders_order(store: Arc<dyn Sto
     }
 }
 
+// ---- durability ----
+
+/// Something of every kind a store keeps, for a backend's durability
+/// tests: [`write`](Self::write) it through one store, start over on the
+/// same data (a restart, a crash, a new pool), and [`check`](Self::check)
+/// it through the new store. Of 100 envelopes the first 10 are
+/// acknowledged; one of 10 one-time keys of each kind is claimed.
+pub struct Kept {
+    account: NewAccount,
+    verification: VerificationRecord,
+    mailbox: Uuid,
+    envelopes: Vec<QueuedEnvelope>,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        let account = new_account("kept", full_keys(10));
+        let envelopes = (0..100)
+            .map(|n| envelope_for(account.id, DeviceId::PRIMARY, n))
+            .collect();
+        Self {
+            account,
+            verification: VerificationRecord {
+                id: Uuid::new_v4(),
+                address: address("+15551234567@chime"),
+                code_hash: vec![9; 32],
+                expires_at: LATER,
+                attempts: 2,
+            },
+            mailbox: Uuid::new_v4(),
+            envelopes,
+        }
+    }
+}
+
+impl Kept {
+    /// Writes everything, each envelope in a call of its own, all at once.
+    pub async fn write(&self, store: &dyn Store) {
+        let alice = self.account.id;
+        store.create_account(self.account.clone()).await.unwrap();
+        let writes = self
+            .envelopes
+            .iter()
+            .map(|e| store.enqueue(vec![e.clone()]));
+        for result in join_all(writes).await {
+            result.unwrap();
+        }
+        let acked = queued_ids(&self.envelopes[..10]);
+        let acknowledged = store
+            .acknowledge(alice, DeviceId::PRIMARY, &acked)
+            .await
+            .unwrap();
+        assert_eq!(acknowledged, 10);
+        store.claim_keys(alice, DeviceId::PRIMARY).await.unwrap();
+        store
+            .save_verification(self.verification.clone())
+            .await
+            .unwrap();
+        store
+            .save_link_token(b"link".to_vec(), alice, LATER)
+            .await
+            .unwrap();
+        store.open_mailbox(self.mailbox, LATER).await.unwrap();
+        let filled = store
+            .fill_mailbox(self.mailbox, b"hi".to_vec(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(filled, MailboxFill::Filled);
+    }
+
+    /// Checks that `store` has everything [`write`](Self::write) was told
+    /// was done.
+    pub async fn check(&self, store: &dyn Store) {
+        let alice = self.account.id;
+        let found = store.account(alice).await.unwrap().unwrap();
+        assert_eq!(found.address, self.account.address);
+        let queued: HashSet<Uuid> = ids(&all_queued(store, alice, DeviceId::PRIMARY).await)
+            .into_iter()
+            .collect();
+        let expected: HashSet<Uuid> = queued_ids(&self.envelopes[10..]).into_iter().collect();
+        assert_eq!(queued, expected);
+        let counts = store.key_counts(alice, DeviceId::PRIMARY).await.unwrap();
+        assert_eq!((counts.pre_keys, counts.kyber_pre_keys), (9, 9));
+        assert_eq!(
+            store.verification(self.verification.id).await.unwrap(),
+            Some(self.verification.clone())
+        );
+        assert_eq!(
+            store.take_link_token(b"link", NOW).await.unwrap(),
+            Some(alice)
+        );
+        assert_eq!(
+            store.take_mailbox(self.mailbox, NOW).await.unwrap(),
+            Some(b"hi".to_vec())
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A check that is not in `store_conformance_tests!` would never run.

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
 use passerelle_proto::{AccountId, Base64Bytes, DeviceId, Envelope, EnvelopeKind};
+use passerelle_store::conformance::Kept;
 use passerelle_store::postgres::testing::{TestSchema, fresh_schema};
 use passerelle_store::postgres::{PostgresStore, schema};
 use passerelle_store::{
-    KeyUpdate, MailboxFill, NewAccount, NewDevice, QueuedEnvelope, Store, StoreError, StoredKey,
-    VerificationRecord,
+    KeyUpdate, NewAccount, NewDevice, QueuedEnvelope, Store, StoreError, StoredKey,
 };
 use sqlx_core::query::query;
 use sqlx_core::query_scalar::query_scalar;
@@ -113,66 +113,16 @@ async fn a_new_pool_has_everything_that_was_acknowledged() {
     let Some(schema) = fresh_schema().await else {
         return;
     };
-    let account = new_account("alice", 10);
-    let alice = account.id;
-    let verification = VerificationRecord {
-        id: Uuid::new_v4(),
-        address: "+15551234567@chime".parse().unwrap(),
-        code_hash: vec![9; 32],
-        expires_at: LATER,
-        attempts: 2,
-    };
-    let mailbox = Uuid::new_v4();
-    let envelopes: Vec<_> = (0..100).map(|n| envelope(alice, n, LATER)).collect();
+    let kept = Kept::default();
     {
         let store = schema.store(8).await;
-        store.create_account(account.clone()).await.unwrap();
-        let writes = envelopes.iter().map(|e| store.enqueue(vec![e.clone()]));
-        for result in join_all(writes).await {
-            result.unwrap();
-        }
-        let acked: Vec<Uuid> = envelopes[..10].iter().map(|e| e.envelope.id).collect();
-        let acknowledged = store
-            .acknowledge(alice, DeviceId::PRIMARY, &acked)
-            .await
-            .unwrap();
-        assert_eq!(acknowledged, 10);
-        store.claim_keys(alice, DeviceId::PRIMARY).await.unwrap();
-        store.save_verification(verification.clone()).await.unwrap();
-        store
-            .save_link_token(b"link".to_vec(), alice, LATER)
-            .await
-            .unwrap();
-        store.open_mailbox(mailbox, LATER).await.unwrap();
-        let filled = store
-            .fill_mailbox(mailbox, b"hi".to_vec(), NOW)
-            .await
-            .unwrap();
-        assert_eq!(filled, MailboxFill::Filled);
+        kept.write(&store).await;
         // Every connection of the first pool goes, from the server's side.
         schema.terminate_connections().await;
         store.close().await;
     }
-
     let store = schema.store(2).await;
-    let found = store.account(alice).await.unwrap().unwrap();
-    assert_eq!(found.address, account.address);
-    let expected: HashSet<Uuid> = envelopes[10..].iter().map(|e| e.envelope.id).collect();
-    assert_eq!(queued_ids(&store, alice).await, expected);
-    let counts = store.key_counts(alice, DeviceId::PRIMARY).await.unwrap();
-    assert_eq!((counts.pre_keys, counts.kyber_pre_keys), (9, 9));
-    assert_eq!(
-        store.verification(verification.id).await.unwrap(),
-        Some(verification)
-    );
-    assert_eq!(
-        store.take_link_token(b"link", NOW).await.unwrap(),
-        Some(alice)
-    );
-    assert_eq!(
-        store.take_mailbox(mailbox, NOW).await.unwrap(),
-        Some(b"hi".to_vec())
-    );
+    kept.check(&store).await;
 }
 
 /// Many tasks queue envelopes while the server ends every connection of

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use passerelle_proto::{AccountId, Base64Bytes, DeviceId, Envelope, EnvelopeKind};
+use passerelle_store::conformance::Kept;
 use passerelle_store::sqlite::{FILE_NAME, SqliteStore, schema};
 use passerelle_store::{
     KeyUpdate, NewAccount, NewDevice, QueuedEnvelope, Store, StoreError, StoredKey,
-    VerificationRecord,
 };
 use uuid::Uuid;
 
@@ -69,75 +69,13 @@ fn envelope(account: AccountId, n: u64) -> QueuedEnvelope {
 #[tokio::test]
 async fn a_reopened_store_has_everything_that_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let account = new_account("alice", 10);
-    let alice = account.id;
-    let verification = VerificationRecord {
-        id: Uuid::new_v4(),
-        address: "+15551234567@chime".parse().unwrap(),
-        code_hash: vec![9; 32],
-        expires_at: LATER,
-        attempts: 2,
-    };
-    let mailbox = Uuid::new_v4();
-    let envelopes: Vec<_> = (0..100).map(|n| envelope(alice, n)).collect();
+    let kept = Kept::default();
     {
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.create_account(account.clone()).await.unwrap();
-        let writes = envelopes.iter().map(|e| store.enqueue(vec![e.clone()]));
-        for result in join_all(writes).await {
-            result.unwrap();
-        }
-        let acked: Vec<Uuid> = envelopes[..10].iter().map(|e| e.envelope.id).collect();
-        assert_eq!(
-            store
-                .acknowledge(alice, DeviceId::PRIMARY, &acked)
-                .await
-                .unwrap(),
-            10
-        );
-        store.claim_keys(alice, DeviceId::PRIMARY).await.unwrap();
-        store.save_verification(verification.clone()).await.unwrap();
-        store
-            .save_link_token(b"link".to_vec(), alice, LATER)
-            .await
-            .unwrap();
-        store.open_mailbox(mailbox, LATER).await.unwrap();
-        assert_eq!(
-            store
-                .fill_mailbox(mailbox, b"hi".to_vec(), NOW)
-                .await
-                .unwrap(),
-            passerelle_store::MailboxFill::Filled
-        );
+        kept.write(&store).await;
     }
-
     let store = SqliteStore::open(dir.path()).unwrap();
-    let found = store.account(alice).await.unwrap().unwrap();
-    assert_eq!(found.address, account.address);
-    let queued = store
-        .queued(alice, DeviceId::PRIMARY, None, 1000)
-        .await
-        .unwrap();
-    let expected: Vec<Envelope> = envelopes[10..].iter().map(|e| e.envelope.clone()).collect();
-    let mut queued_ids: Vec<Uuid> = queued.iter().map(|e| e.id).collect();
-    let mut expected_ids: Vec<Uuid> = expected.iter().map(|e| e.id).collect();
-    queued_ids.sort_unstable();
-    expected_ids.sort_unstable();
-    assert_eq!(queued_ids, expected_ids);
-    let counts = store.key_counts(alice, DeviceId::PRIMARY).await.unwrap();
-    assert_eq!((counts.pre_keys, counts.kyber_pre_keys), (9, 9));
-    assert_eq!(
-        store.verification(verification.id).await.unwrap(),
-        Some(verification)
-    );
-    assert_eq!(
-        store.take_link_token(b"link", NOW).await.unwrap(),
-        Some(alice)
-    );
-    assert_eq!(
-        store.take_mailbox(mailbox, NOW).await.unwrap(),
-        Some(b"hi".to_vec())
-    );
+    kept.check(&store).await;
 }
 
 /// Set in the environment of the child process of the crash test.
