@@ -10,7 +10,7 @@
 //! The lock does not conflict with the key-share locks of foreign-key
 //! checks, so key uploads and claims never wait for it.
 
-use passerelle_proto::{AccountId, DeviceId, Envelope, EnvelopeKind, Source};
+use passerelle_proto::{AccountId, DeviceId, Envelope};
 use sqlx_core::query::query;
 use sqlx_core::query_scalar::query_scalar;
 use sqlx_core::row::Row as _;
@@ -18,9 +18,10 @@ use sqlx_postgres::{PgPool, PgRow};
 use uuid::Uuid;
 
 use super::columns::{
-    Db as _, account_id, backend, bits, corrupt, device_id, device_small, expiry, expiry_from,
-    from_bits, is_foreign_key_violation,
+    Db as _, account_id, backend, bits, device_id, device_small, expiry, expiry_from, from_bits,
+    is_foreign_key_violation,
 };
+use crate::sql::{kind_code, kind_from, notice_from, notice_json, source_from};
 use crate::{Millis, QueuedEnvelope, Result, StoreError};
 
 /// The columns an [`Envelope`] is read from, in [`read_envelope`]'s order.
@@ -31,46 +32,19 @@ macro_rules! envelope_columns {
     };
 }
 
-fn kind_small(kind: EnvelopeKind) -> i16 {
-    match kind {
-        EnvelopeKind::PrekeyMessage => 1,
-        EnvelopeKind::Message => 2,
-        EnvelopeKind::ServerNotice => 3,
-    }
-}
-
-fn kind_from(value: i16) -> Result<EnvelopeKind> {
-    match value {
-        1 => Ok(EnvelopeKind::PrekeyMessage),
-        2 => Ok(EnvelopeKind::Message),
-        3 => Ok(EnvelopeKind::ServerNotice),
-        _ => Err(corrupt("envelope kind")),
-    }
-}
-
 /// Reads the [`envelope_columns`] starting at column `at`.
 fn read_envelope(row: &PgRow, at: usize) -> Result<Envelope> {
     let get = |i: usize| at + i;
-    let source_address: Option<String> = row.try_get(get(2)).db()?;
     let source_account: Option<Uuid> = row.try_get(get(3)).db()?;
     let source_device: Option<i16> = row.try_get(get(4)).db()?;
-    let source = match (source_address, source_account, source_device) {
-        (Some(address), Some(account), Some(device)) => Some(Source {
-            address: address.parse().map_err(|_| corrupt("source address"))?,
-            account_id: account_id(account),
-            device_id: device_id(device)?,
-        }),
-        (None, None, None) => None,
-        _ => return Err(corrupt("envelope source")),
-    };
-    let notice: Option<String> = row.try_get(get(8)).db()?;
-    let notice = notice
-        .map(|json| serde_json::from_str(&json))
-        .transpose()
-        .map_err(|_| corrupt("server notice"))?;
+    let source = source_from(
+        row.try_get(get(2)).db()?,
+        source_account.map(account_id),
+        source_device.map(device_id).transpose()?,
+    )?;
     Ok(Envelope {
         id: row.try_get(get(0)).db()?,
-        kind: kind_from(row.try_get(get(1)).db()?)?,
+        kind: kind_from(row.try_get::<i16, _>(get(1)).db()?.into())?,
         source,
         destination_device: device_id(row.try_get(get(9)).db()?)?,
         client_timestamp: from_bits(row.try_get(get(5)).db()?),
@@ -79,7 +53,7 @@ fn read_envelope(row: &PgRow, at: usize) -> Result<Envelope> {
             .try_get::<Option<Vec<u8>>, _>(get(7))
             .db()?
             .map(Into::into),
-        notice,
+        notice: notice_from(row.try_get(get(8)).db()?)?,
     })
 }
 
@@ -106,18 +80,13 @@ impl EnvelopeColumns {
         for queued in envelopes {
             let envelope = &queued.envelope;
             let source = envelope.source.as_ref();
-            let notice = envelope
-                .notice
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::Backend(format!("cannot encode a server notice: {e}")))?;
+            let notice = notice_json(envelope.notice.as_ref())?;
             columns.ids.push(envelope.id);
             columns.accounts.push(queued.account_id.0);
             columns
                 .devices
                 .push(device_small(envelope.destination_device));
-            columns.kinds.push(kind_small(envelope.kind));
+            columns.kinds.push(kind_code(envelope.kind));
             columns
                 .source_addresses
                 .push(source.map(|s| s.address.to_string()));

@@ -1,13 +1,14 @@
 //! Queued envelopes: one row each, in `seq` order per device.
 
-use passerelle_proto::{AccountId, DeviceId, Envelope, EnvelopeKind, Source};
+use passerelle_proto::{AccountId, DeviceId, Envelope};
 use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use super::columns::{
-    Db as _, account_blob, account_id, backend, bits, collect, corrupt, device_id, device_int,
-    expiry, expiry_from, from_bits, is_foreign_key_violation,
+    Db as _, account_blob, account_id, backend, bits, collect, device_id, device_int, expiry,
+    expiry_from, from_bits, is_foreign_key_violation,
 };
+use crate::sql::{kind_code, kind_from, notice_from, notice_json, source_from};
 use crate::{Millis, QueuedEnvelope, Result, StoreError};
 
 /// The columns an [`Envelope`] is read from, in [`read_envelope`]'s order.
@@ -18,42 +19,15 @@ macro_rules! envelope_columns {
     };
 }
 
-fn kind_int(kind: EnvelopeKind) -> i64 {
-    match kind {
-        EnvelopeKind::PrekeyMessage => 1,
-        EnvelopeKind::Message => 2,
-        EnvelopeKind::ServerNotice => 3,
-    }
-}
-
-fn kind_from(value: i64) -> Result<EnvelopeKind> {
-    match value {
-        1 => Ok(EnvelopeKind::PrekeyMessage),
-        2 => Ok(EnvelopeKind::Message),
-        3 => Ok(EnvelopeKind::ServerNotice),
-        _ => Err(corrupt("envelope kind")),
-    }
-}
-
 /// Reads the [`envelope_columns`] starting at column `at`.
 fn read_envelope(row: &Row<'_>, at: usize) -> Result<Envelope> {
-    let source_address: Option<String> = row.get(at + 2).db()?;
     let source_account: Option<[u8; 16]> = row.get(at + 3).db()?;
     let source_device: Option<i64> = row.get(at + 4).db()?;
-    let source = match (source_address, source_account, source_device) {
-        (Some(address), Some(account), Some(device)) => Some(Source {
-            address: address.parse().map_err(|_| corrupt("source address"))?,
-            account_id: account_id(account),
-            device_id: device_id(device)?,
-        }),
-        (None, None, None) => None,
-        _ => return Err(corrupt("envelope source")),
-    };
-    let notice: Option<String> = row.get(at + 8).db()?;
-    let notice = notice
-        .map(|json| serde_json::from_str(&json))
-        .transpose()
-        .map_err(|_| corrupt("server notice"))?;
+    let source = source_from(
+        row.get(at + 2).db()?,
+        source_account.map(account_id),
+        source_device.map(device_id).transpose()?,
+    )?;
     Ok(Envelope {
         id: Uuid::from_bytes(row.get(at).db()?),
         kind: kind_from(row.get(at + 1).db()?)?,
@@ -62,7 +36,7 @@ fn read_envelope(row: &Row<'_>, at: usize) -> Result<Envelope> {
         client_timestamp: from_bits(row.get(at + 5).db()?),
         server_timestamp: from_bits(row.get(at + 6).db()?),
         content: row.get::<_, Option<Vec<u8>>>(at + 7).db()?.map(Into::into),
-        notice,
+        notice: notice_from(row.get(at + 8).db()?)?,
     })
 }
 
@@ -79,17 +53,12 @@ pub(super) fn enqueue(conn: &Connection, envelopes: &[QueuedEnvelope]) -> Result
     for queued in envelopes {
         let envelope = &queued.envelope;
         let source = envelope.source.as_ref();
-        let notice = envelope
-            .notice
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Backend(format!("cannot encode a server notice: {e}")))?;
+        let notice = notice_json(envelope.notice.as_ref())?;
         let inserted = statement.execute(params![
             envelope.id.as_bytes(),
             account_blob(&queued.account_id),
             device_int(envelope.destination_device),
-            kind_int(envelope.kind),
+            kind_code(envelope.kind),
             source.map(|s| s.address.to_string()),
             source.map(|s| account_blob(&s.account_id)),
             source.map(|s| device_int(s.device_id)),
