@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -16,52 +15,12 @@ use passerelle_server::Config;
 use passerelle_signal::IdentityKeyPair;
 use rand::rngs::OsRng;
 
-struct Running {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn start(data_dir: &std::path::Path) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+async fn start(data_dir: &std::path::Path) -> Served {
+    Served::start(Config {
         data_dir: data_dir.to_owned(),
         ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        passerelle_server::serve(config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
-            if r.status() == 200 {
-                return Running { addr, stop, task };
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the hub did not become ready");
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -27,60 +27,33 @@ use passerelle_store::postgres::testing::fresh_schema;
 
 /// One node of the hub, run by `serve`.
 struct Node {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    served: Served,
     _data: tempfile::TempDir,
 }
 
 async fn start(database: &str) -> Node {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let data = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+    let served = Served::start(Config {
         // Unused with a database: nothing may be written there.
         data_dir: data.path().join("unused"),
         database: Some(DatabaseUrl(database.to_owned())),
         database_pool_size: 4,
         ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        passerelle_server::serve(config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
-            if r.status() == 200 {
-                return Node {
-                    addr,
-                    stop,
-                    task,
-                    _data: data,
-                };
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    })
+    .await;
+    Node {
+        served,
+        _data: data,
     }
-    panic!("the node did not become ready");
 }
 
 impl Node {
+    fn addr(&self) -> SocketAddr {
+        self.served.addr
+    }
+
     async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        self.served.stop().await;
         assert!(
             !self._data.path().join("unused").exists(),
             "a node with a database wrote an embedded one"
@@ -95,7 +68,7 @@ async fn two_nodes_on_one_database_register_send_and_receive() {
     };
     let one = start(&schema.url()).await;
     let two = start(&schema.url()).await;
-    let (hub_one, hub_two) = (Hub::detached(one.addr), Hub::detached(two.addr));
+    let (hub_one, hub_two) = (Hub::detached(one.addr()), Hub::detached(two.addr()));
 
     let alice = hub_one.register_username("alice").await;
     let bob = hub_two.register_username("bob").await;
@@ -221,7 +194,7 @@ async fn an_unreachable_database_is_503_with_retry_after_until_it_is_back() {
     };
     let gate = Gate::new(host_port(&schema.url())).await;
     let node = start(&gate.url(&schema.url())).await;
-    let hub = Hub::detached(node.addr);
+    let hub = Hub::detached(node.addr());
     let alice = hub.register_username("alice").await;
     let bob = hub.register_username("bob").await;
     bob.send_to(&hub, &alice, b"before").await;

@@ -31,6 +31,54 @@ pub mod hooked;
 
 pub const PASSWORD: &str = "a-long-device-password-0123456789";
 
+/// A hub run by `passerelle_server::serve`, as `passerelle serve` runs
+/// it, on a free loopback port; ready when this returns.
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Serves `config` on a free port (its `listen` is replaced).
+    pub async fn start(mut config: Config) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        config.listen = addr;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            passerelle_server::serve(config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await {
+                if r.status() == 200 {
+                    return Self { addr, stop, task };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the hub did not become ready");
+    }
+
+    /// Stops it gracefully, and waits.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 pub struct Hub {
     pub addr: SocketAddr,
     pub state: AppState,
