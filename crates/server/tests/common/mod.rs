@@ -111,7 +111,11 @@ impl Hub {
         store: Arc<dyn passerelle_store::Store>,
         data: Option<tempfile::TempDir>,
     ) -> Self {
-        config.expiry.interval = Duration::from_millis(50);
+        // Expiry runs every 50 ms, so that tests see it at once, unless the
+        // test chose an interval of its own.
+        if config.expiry.interval == passerelle_server::config::ExpiryConfig::default().interval {
+            config.expiry.interval = Duration::from_millis(50);
+        }
         let clock = Arc::new(ManualClock::starting_now());
         let state = AppState::builder(config, store)
             .clock(clock.clone())
